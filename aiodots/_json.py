@@ -1,0 +1,25 @@
+"""JSON encoding for the wire: orjson when installed (the `speedups` extra), else stdlib."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["dumps", "loads"]
+
+dumps: Callable[[Any], bytes]
+loads: Callable[[bytes], Any]
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+    def dumps(value: Any) -> bytes:
+        return _encoder.encode(value).encode()
+
+    loads = json.loads
+else:
+    dumps = orjson.dumps
+    loads = orjson.loads

@@ -1,0 +1,22 @@
+"""Credentials, kept out of every `repr`, log line and traceback."""
+
+from __future__ import annotations
+
+import base64
+
+__all__ = ["Redacted", "basic_auth_header"]
+
+
+class Redacted(str):
+    """A str whose repr hides it: safe in tracebacks that show locals, and in reprs of
+    the dicts that carry it. Its value (what aiohttp writes on the wire) is unchanged."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<redacted>'"
+
+
+def basic_auth_header(client_id: str, api_key: str) -> Redacted:
+    token = base64.b64encode(f"{client_id}:{api_key}".encode()).decode("ascii")
+    return Redacted(f"Basic {token}")

@@ -1,0 +1,268 @@
+"""The fan-out engine: run one async call per input item, at most `concurrency` at once.
+
+- Input is pulled lazily from an iterable or async iterable, only when a worker is free,
+  and results wait in a queue bounded by `concurrency`: memory stays flat however long
+  the input is.
+- Each item ends as exactly one `BatchItem`, success or failure. Bad input and API
+  errors become per-item errors; they never stop the batch.
+- `ordered=True` yields in input order, holding back at most `4 * concurrency` finished
+  items while an earlier one is still running.
+- Leaving the loop early, cancelling the consumer, or closing the batch cancels the
+  calls in flight and waits for them, so no task outlives the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+__all__ = ["Batch", "BatchItem", "BatchSummary"]
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+_ORDERED_WINDOW_FACTOR = 4
+
+
+@attrs.frozen(slots=True)
+class BatchItem(Generic[Req, Res]):
+    """The outcome of one input item. `request` is the prepared request, or the raw input
+    when it could not be prepared (then `error` is the `ValidationError`)."""
+
+    index: int
+    request: Req | Any
+    result: Res | None = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@attrs.define
+class BatchSummary:
+    """Running totals of a batch; the final one is `Batch.summary` after the loop."""
+
+    done: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retries: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Items finished per second so far."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class _End:
+    """Marks a worker that ran out of input."""
+
+
+_WORKER_DONE = _End()
+
+
+class Batch(Generic[Req, Res]):
+    """An async iterator of `BatchItem`s, and an async context manager that closes it.
+
+    Use as `async for item in batch:`; wrap in `async with` to close deterministically
+    when leaving the loop early.
+    """
+
+    def __init__(
+        self,
+        inputs: Iterable[Any] | AsyncIterable[Any],
+        call: Callable[[Req], Awaitable[Res]],
+        *,
+        prepare: Callable[[Any], Req],
+        concurrency: int,
+        ordered: bool = False,
+        on_progress: Callable[[BatchSummary], None] | None = None,
+        retry_counter: Callable[[], int] | None = None,
+    ) -> None:
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
+        self._sync_inputs: Iterator[Any] | None = None
+        self._async_inputs: AsyncIterator[Any] | None = None
+        if isinstance(inputs, AsyncIterable):
+            self._async_inputs = aiter(inputs)
+        elif isinstance(inputs, Iterable):
+            self._sync_inputs = iter(inputs)
+        else:
+            raise TypeError(f"inputs must be an iterable or async iterable, not {type(inputs)}")
+        self._call = call
+        self._prepare = prepare
+        self._concurrency = concurrency
+        self._ordered = ordered
+        self._on_progress = on_progress
+        self._retry_counter = retry_counter
+        self._retries_at_start = 0
+        self._pull_lock = asyncio.Lock()
+        self._next_index = 0
+        self._exhausted = False
+        self._error: BaseException | None = None
+        self._results: asyncio.Queue[BatchItem[Req, Res] | _End] = asyncio.Queue(concurrency)
+        self._workers: list[asyncio.Task[None]] = []
+        # Ordered mode: workers may not run further ahead than this of the next index due.
+        self._window = concurrency * _ORDERED_WINDOW_FACTOR
+        self._next_due = 0
+        self._window_moved = asyncio.Event()
+        self._started_at = 0.0
+        self._summary = BatchSummary()
+        self._iterating = False
+        self._closed = False
+
+    @property
+    def summary(self) -> BatchSummary:
+        return self._summary
+
+    # -- consumer side --------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[BatchItem[Req, Res]]:
+        if self._iterating or self._closed:
+            raise RuntimeError("a Batch can be iterated only once")
+        self._iterating = True
+        return self._iterate()
+
+    async def __aenter__(self) -> Batch[Req, Res]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel whatever is in flight and wait for it. Idempotent."""
+        self._closed = True
+        workers, self._workers = self._workers, []
+        for task in workers:
+            task.cancel()
+        if workers:
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _iterate(self) -> AsyncIterator[BatchItem[Req, Res]]:
+        self._started_at = time.monotonic()
+        if self._retry_counter is not None:
+            self._retries_at_start = self._retry_counter()
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"aiodots-batch-worker-{n}")
+            for n in range(self._concurrency)
+        ]
+        running = len(self._workers)
+        held: dict[int, BatchItem[Req, Res]] = {}
+        try:
+            while running:
+                got = await self._results.get()
+                if isinstance(got, _End):
+                    running -= 1
+                    continue
+                if not self._ordered:
+                    self._count(got)
+                    yield got
+                    continue
+                held[got.index] = got
+                while self._next_due in held:
+                    item = held.pop(self._next_due)
+                    self._next_due += 1
+                    self._window_moved.set()
+                    self._count(item)
+                    yield item
+            if self._error is not None:
+                raise self._error
+        finally:
+            await self.aclose()
+
+    def _count(self, item: BatchItem[Req, Res]) -> None:
+        summary = self._summary
+        summary.done += 1
+        if item.error is None:
+            summary.succeeded += 1
+        else:
+            summary.failed += 1
+        summary.elapsed = time.monotonic() - self._started_at
+        if self._retry_counter is not None:
+            summary.retries = self._retry_counter() - self._retries_at_start
+        if self._on_progress is not None:
+            self._on_progress(summary)
+
+    # -- worker side ----------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        try:
+            while (pulled := await self._pull()) is not None:
+                index, raw = pulled
+                await self._results.put(await self._run(index, raw))
+        except asyncio.CancelledError:
+            raise  # the batch is closing; nobody waits for this worker's end marker
+        except BaseException as exc:  # a bug here must surface, not hang the consumer
+            self._fail(exc)
+        await self._results.put(_WORKER_DONE)
+
+    async def _pull(self) -> tuple[int, Any] | None:
+        if self._exhausted:
+            return None
+        if self._async_inputs is None and not self._ordered:
+            return self._pull_sync()  # next() cannot interleave: no lock needed
+        async with self._pull_lock:
+            if self._ordered:
+                while self._next_index >= self._next_due + self._window:
+                    self._window_moved.clear()
+                    await self._window_moved.wait()
+            if self._async_inputs is None:
+                return self._pull_sync()
+            if self._exhausted:
+                return None
+            try:
+                raw = await anext(self._async_inputs)
+            except StopAsyncIteration:
+                self._exhausted = True
+                return None
+            except Exception as exc:
+                self._fail(exc)
+                return None
+            index = self._next_index
+            self._next_index += 1
+            return index, raw
+
+    def _pull_sync(self) -> tuple[int, Any] | None:
+        assert self._sync_inputs is not None
+        if self._exhausted:
+            return None
+        try:
+            raw = next(self._sync_inputs)
+        except StopIteration:
+            self._exhausted = True
+            return None
+        except Exception as exc:
+            self._fail(exc)
+            return None
+        index = self._next_index
+        self._next_index += 1
+        return index, raw
+
+    def _fail(self, exc: BaseException) -> None:
+        # The caller's iterable broke (or the engine did): stop pulling, let what is in
+        # flight finish and be yielded, then raise it from the loop.
+        self._exhausted = True
+        if self._error is None:
+            self._error = exc
+
+    async def _run(self, index: int, raw: Any) -> BatchItem[Req, Res]:
+        try:
+            request = self._prepare(raw)
+        except Exception as exc:
+            return BatchItem(index, raw, None, exc)
+        try:
+            result = await self._call(request)
+        except Exception as exc:
+            return BatchItem(index, request, None, exc)
+        return BatchItem(index, request, result, None)

@@ -1,0 +1,167 @@
+"""`Client`: configuration, and the owner of the pool, the transport and the limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Literal
+
+import aiohttp
+import attrs
+
+from .auth import basic_auth_header
+from .errors import ClientClosedError, ValidationError
+from .ratelimit import AdaptiveRateLimiter, RateLimit, RateLimiter
+from .resources import Flows
+from .retry import RetryBudget, RetryPolicy
+from .session import Limits, SessionManager
+from .transport import ClientStats, Transport
+
+__all__ = ["ENVIRONMENTS", "Client"]
+
+#: Base URLs by environment. The sandbox host is the one the Dots environments page
+#: names; the API playground uses https://api.senddotssandbox.com/api: pass `base_url`
+#: (or DOTS_BASE_URL) to use that one.
+ENVIRONMENTS = {
+    "production": "https://api.dots.dev/api",
+    "sandbox": "https://pls.senddotssandbox.com/api",
+}
+
+
+class Client:
+    """An async client for the Dots API. Use one per event loop, as `async with`.
+
+    Credentials come from the arguments or from `DOTS_CLIENT_ID` / `DOTS_API_KEY`;
+    `base_url` (or `DOTS_BASE_URL`) wins over `environment`.
+
+    - `timeout`: seconds for one HTTP attempt; `deadline`: seconds for a whole call,
+      retries and waits included (None: no cap).
+    - `max_retries`, `retry_policy`: see `RetryPolicy`; `retry_budget=False` disables the
+      shared retry budget.
+    - `rate_limit`: requests per second (a number or `RateLimit(rate, burst)`) never to
+      exceed; with None the client runs unthrottled until a 429, then adapts.
+      `adaptive=False` turns adaptation off. `rate_limiter` plugs in another limiter
+      (one shared across processes, say) instead.
+    - `max_connections`: the connection pool size, and so the most requests in flight.
+    """
+
+    def __init__(
+        self,
+        client_id: str | None = None,
+        api_key: str | None = None,
+        *,
+        environment: Literal["production", "sandbox"] | str = "production",
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        deadline: float | None = None,
+        max_retries: int = 3,
+        max_connections: int = 100,
+        rate_limit: float | RateLimit | None = None,
+        adaptive: bool = True,
+        rate_limiter: RateLimiter | None = None,
+        retry_policy: RetryPolicy | None = None,
+        retry_budget: RetryBudget | bool = True,
+        max_retry_after: float | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        client_id = client_id if client_id is not None else os.environ.get("DOTS_CLIENT_ID")
+        api_key = api_key if api_key is not None else os.environ.get("DOTS_API_KEY")
+        if not client_id or not api_key:
+            raise ValidationError(
+                "Dots credentials are missing: pass client_id and api_key, or set "
+                "DOTS_CLIENT_ID and DOTS_API_KEY"
+            )
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise ValidationError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.client_id = client_id
+        self.base_url = _resolve_base_url(base_url, environment)
+
+        try:
+            policy = retry_policy or RetryPolicy(max_retries=max_retries, deadline=deadline)
+            if max_retry_after is not None:
+                policy = attrs.evolve(policy, max_retry_after=max_retry_after)
+            limits = Limits(max_connections=max_connections)
+            ceiling = RateLimit(rate_limit) if isinstance(rate_limit, int | float) else rate_limit
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"invalid client setting: {exc}") from exc
+
+        self.stats = ClientStats()
+        self.limiter: RateLimiter = rate_limiter or AdaptiveRateLimiter(
+            ceiling, adaptive=adaptive, sleep=sleep
+        )
+        self.retry_budget = (
+            RetryBudget() if retry_budget is True else (retry_budget or None)
+        )
+        self._sessions = SessionManager(
+            limits=limits, timeout=timeout, trace_configs=trace_configs
+        )
+        self._transport = Transport(
+            base_url=self.base_url,
+            authorization=basic_auth_header(client_id, api_key),
+            session=self._sessions.session,
+            timeout=self._sessions.default_timeout,
+            policy=policy,
+            limiter=self.limiter,
+            budget=self.retry_budget,
+            stats=self.stats,
+            sleep=sleep,
+        )
+        self.flows = Flows(self._transport, lambda: self.stats.retries)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<aiodots.Client client_id={self.client_id!r} base_url={self.base_url!r} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._sessions.closed
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._transport.policy
+
+    async def close(self) -> None:
+        """Close the connection pool. Safe to call more than once; a closed client
+        raises `ClientClosedError` on use."""
+        await self._sessions.close()
+
+    async def __aenter__(self) -> Client:
+        if self.closed:
+            raise ClientClosedError("this aiodots Client is closed; create a new one")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        sessions = getattr(self, "_sessions", None)
+        if sessions is not None and not sessions.closed and sessions.has_session:
+            warnings.warn(
+                f"{self!r} was not closed; use 'async with aiodots.Client(...)' or "
+                "'await client.close()'",
+                ResourceWarning,
+                stacklevel=2,
+            )
+
+
+def _resolve_base_url(base_url: str | None, environment: str) -> str:
+    chosen = base_url or os.environ.get("DOTS_BASE_URL")
+    if not chosen:
+        if environment not in ENVIRONMENTS:
+            raise ValidationError(
+                f"unknown environment {environment!r}; use one of {', '.join(ENVIRONMENTS)} "
+                "or pass base_url"
+            )
+        chosen = ENVIRONMENTS[environment]
+    if not chosen.startswith(("http://", "https://")):
+        raise ValidationError(f"base_url must start with http:// or https://, not {chosen!r}")
+    return chosen.rstrip("/")

@@ -1,0 +1,238 @@
+"""The exception tree, and the pure mapping from an HTTP response to an exception.
+
+Nothing here does I/O: `error_for_response` takes a status, headers and the raw body,
+so every mapping can be tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ConflictError",
+    "DotsError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "UnprocessableEntityError",
+    "ValidationError",
+    "error_for_response",
+]
+
+_EXCERPT_CHARS = 200
+
+
+class DotsError(Exception):
+    """Root of every exception aiodots raises on purpose."""
+
+
+class ValidationError(DotsError, ValueError):
+    """The input was rejected on the client, before anything was sent."""
+
+
+class ClientClosedError(DotsError, RuntimeError):
+    """The client was used after `close()`."""
+
+
+class APIConnectionError(DotsError):
+    """The call failed without a response from the API (DNS, connect, reset, timeout)."""
+
+    def __init__(self, message: str, *, method: str, path: str) -> None:
+        super().__init__(f"{message} ({method} {path})")
+        self.method = method
+        self.path = path
+
+
+class APITimeoutError(APIConnectionError):
+    """No complete response arrived within the timeout or the call's deadline."""
+
+
+class APIError(DotsError):
+    """The API answered with an error status, or with a body that could not be read."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        error_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        # An HTML error page's title often repeats the status ("502 Bad Gateway").
+        shown = message if message.startswith(str(status)) else f"{status} {message}"
+        super().__init__(f"{shown} ({method} {path})")
+        self.status = status
+        self.message = message
+        self.method = method
+        self.path = path
+        self.body = body
+        self.headers: Mapping[str, str] = dict(headers) if headers else {}
+        self.error_code = error_code
+        #: The server's requested wait in seconds (a `Retry-After` header), if it sent one.
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIError):
+    """400."""
+
+
+class AuthenticationError(APIError):
+    """401: the client id or API key was not accepted."""
+
+
+class PermissionDeniedError(APIError):
+    """403."""
+
+
+class NotFoundError(APIError):
+    """404."""
+
+
+class ConflictError(APIError):
+    """409."""
+
+
+class UnprocessableEntityError(APIError):
+    """422."""
+
+
+class RateLimitError(APIError):
+    """429. `retry_after` is the server's requested wait in seconds, when it gave one."""
+
+
+class ServerError(APIError):
+    """5xx."""
+
+
+class InvalidResponseError(APIError):
+    """A success status whose body is not the JSON the API documents (truncated, HTML, wrong
+    shape). For a create, the object may well exist on the server."""
+
+
+_CLASS_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+_TAG = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_MESSAGE_KEYS = ("message", "error", "detail", "error_message", "msg")
+_CODE_KEYS = ("error_code", "code", "type")
+
+
+def error_class_for_status(status: int) -> type[APIError]:
+    if status in _CLASS_BY_STATUS:
+        return _CLASS_BY_STATUS[status]
+    if status >= 500:
+        return ServerError
+    if 200 <= status < 300:
+        return InvalidResponseError
+    return APIError
+
+
+def excerpt(text: str) -> str:
+    """A short, single-line human excerpt of a body that is not JSON (an HTML page, say)."""
+    title = _TITLE.search(text)
+    if title:
+        text = title.group(1)
+    text = _SPACE.sub(" ", _TAG.sub(" ", text)).strip()
+    if len(text) > _EXCERPT_CHARS:
+        text = text[: _EXCERPT_CHARS - 1] + "…"
+    return text
+
+
+def _message_from(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, Mapping):
+        return message_from_body(value)
+    if isinstance(value, list) and value:
+        parts = [m for m in (_message_from(v) for v in value) if m]
+        return "; ".join(parts) if parts else None
+    return None
+
+
+def message_from_body(body: Any) -> str | None:
+    """Find a human message in a decoded error body of whatever shape arrives."""
+    if isinstance(body, Mapping):
+        for key in _MESSAGE_KEYS:
+            if key in body:
+                found = _message_from(body[key])
+                if found:
+                    return found
+        return None
+    return _message_from(body)
+
+
+def error_code_from_body(body: Any) -> str | None:
+    """Dots documents kebab-case codes (`invalid-input`, ...) without saying where they sit."""
+    if not isinstance(body, Mapping):
+        return None
+    for key in _CODE_KEYS:
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return value
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        return error_code_from_body(error)
+    if isinstance(error, str) and re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)+", error):
+        return error
+    return None
+
+
+def decode_error_body(raw: bytes) -> tuple[Any, str | None]:
+    """Decode an error body: (the JSON value or the excerpt text, a message if one was found)."""
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        body = json.loads(text) if text.strip() else None
+    except ValueError:
+        short = excerpt(text)
+        return short, short or None
+    return body, message_from_body(body)
+
+
+def error_for_response(
+    status: int,
+    headers: Mapping[str, str],
+    raw: bytes,
+    *,
+    method: str,
+    path: str,
+    reason: str | None = None,
+    retry_after: float | None = None,
+) -> APIError:
+    """Map one HTTP error response to its exception. Pure: no I/O, never raises."""
+    body, message = decode_error_body(raw)
+    message = message or reason or "error"
+    cls = error_class_for_status(status)
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "method": method,
+        "path": path,
+        "body": body,
+        "headers": headers,
+        "error_code": error_code_from_body(body),
+        "retry_after": retry_after,
+    }
+    return cls(message, **kwargs)

@@ -1,0 +1,6 @@
+"""One class per API resource: builds the request model, calls the transport, structures
+the response. No HTTP details here."""
+
+from .flows import Flows, FlowPages
+
+__all__ = ["FlowPages", "Flows"]

@@ -1,0 +1,59 @@
+"""Per-call overrides shared by every resource method."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypedDict, Unpack
+
+from ..errors import ValidationError
+from ..transport import CallOptions
+
+__all__ = ["CallOverrides", "call_options"]
+
+
+class CallOverrides(TypedDict, total=False):
+    """The keyword arguments every resource method accepts to override the client."""
+
+    timeout: float
+    max_retries: int
+    deadline: float
+    extra_headers: Mapping[str, str]
+    api_app_id: str
+    user_ip: str
+
+
+def call_options(**overrides: Unpack[CallOverrides]) -> CallOptions | None:
+    """The `CallOptions` for one call, or None when nothing is overridden (the common case,
+    which then costs nothing).
+
+    `api_app_id` sends `Api-App-Id` (an organization key acting for one app); `user_ip`
+    sends `Dots-User-IP` (the end user's IP, for fraud scoring).
+    """
+    if not overrides:
+        return None
+    timeout = overrides.get("timeout")
+    max_retries = overrides.get("max_retries")
+    deadline = overrides.get("deadline")
+    extra_headers = overrides.get("extra_headers")
+    api_app_id = overrides.get("api_app_id")
+    user_ip = overrides.get("user_ip")
+    headers: dict[str, str] = {}
+    if extra_headers:
+        for name, value in extra_headers.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise ValidationError("extra_headers must map header names to strings")
+            if "\n" in value or "\r" in value:
+                raise ValidationError(f"header {name!r} contains a line break")
+            headers[name] = value
+    if api_app_id is not None:
+        headers["Api-App-Id"] = api_app_id
+    if user_ip is not None:
+        headers["Dots-User-IP"] = user_ip
+    if timeout is None and max_retries is None and deadline is None and not headers:
+        return None
+    try:
+        return CallOptions(
+            timeout=timeout, max_retries=max_retries, deadline=deadline, headers=headers or None
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"invalid call option: {exc}") from exc

@@ -1,0 +1,191 @@
+"""`dots.flows`: create, retrieve, list and bulk-create onboarding flows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Unpack
+from urllib.parse import quote
+
+from ..batch import Batch, BatchSummary
+from ..converter import structure_page, structure_response, unstructure_request
+from ..errors import ValidationError
+from ..models import CreateFlow, Flow, FlowStep, Page, Step
+from ..retry import Replay
+from ..transport import CallOptions, Transport
+from ._options import CallOverrides, call_options
+
+__all__ = ["FlowPages", "Flows"]
+
+_PATH = "/v2/flows"
+DEFAULT_BATCH_CONCURRENCY = 64
+
+
+class Flows:
+    """Hosted onboarding flows (`/v2/flows`). Reached as `client.flows`.
+
+    Every method takes the per-call overrides `timeout`, `max_retries`, `deadline`,
+    `extra_headers`, `api_app_id` and `user_ip`.
+    """
+
+    #: A flow create has no idempotency key in the API, so it is repeated only when the
+    #: request provably had no effect (connect failure, 408, 429, 503): never a duplicate.
+    CREATE_REPLAY = Replay.UNPROCESSED_ONLY
+
+    def __init__(self, transport: Transport, retry_counter: Callable[[], int]) -> None:
+        self._transport = transport
+        self._retry_counter = retry_counter
+
+    async def create(
+        self,
+        steps: Iterable[Step | str | FlowStep | Mapping[str, Any]],
+        *,
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | str | None = None,
+        require_auth: bool | None = None,
+        hide_go_to_dashboard_on_complete: bool | None = None,
+        **overrides: Unpack[CallOverrides],
+    ) -> Flow:
+        """Create a flow. Invalid input raises `ValidationError` before anything is sent."""
+        request = CreateFlow(
+            steps=steps,  # type: ignore[arg-type]  # the converter validates each item
+            user_id=user_id,
+            metadata=metadata,
+            require_auth=require_auth,
+            hide_go_to_dashboard_on_complete=hide_go_to_dashboard_on_complete,
+        )
+        return await self.send_create(request, call_options(**overrides))
+
+    async def send_create(self, request: CreateFlow, options: CallOptions | None = None) -> Flow:
+        """Create a flow from a prepared `CreateFlow` (what `create_many` calls per item)."""
+        data = await self._transport.request(
+            "POST", _PATH, body=unstructure_request(request),
+            replay=self.CREATE_REPLAY, options=options,
+        )
+        return structure_response(data, Flow, method="POST", path=_PATH)
+
+    async def retrieve(self, flow_id: str, **overrides: Unpack[CallOverrides]) -> Flow:
+        """Fetch one flow by id; `NotFoundError` when there is none."""
+        if not isinstance(flow_id, str) or not flow_id.strip():
+            raise ValidationError(f"flow_id must be a non-empty string, not {flow_id!r}")
+        path = f"{_PATH}/{quote(flow_id, safe='')}"
+        data = await self._transport.request("GET", path, options=call_options(**overrides))
+        return structure_response(data, Flow, method="GET", path=path)
+
+    async def list_page(
+        self,
+        *,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        **overrides: Unpack[CallOverrides],
+    ) -> Page[Flow]:
+        """One page of flows (`limit` 1 to 100, cursors are flow ids)."""
+        params = _page_params(limit, starting_after, ending_before)
+        data = await self._transport.request(
+            "GET", _PATH, params=params, options=call_options(**overrides)
+        )
+        return structure_page(data, Flow, method="GET", path=_PATH)
+
+    def list(
+        self,
+        *,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        **overrides: Unpack[CallOverrides],
+    ) -> FlowPages:
+        """Every flow, fetched a page at a time as you iterate (`async for flow in ...`).
+
+        Pages follow `has_more`: forwards with `starting_after`, or backwards when you
+        start from `ending_before`. Arguments are checked here, before any request.
+        """
+        _page_params(limit, starting_after, ending_before)
+        return FlowPages(self, limit, starting_after, ending_before, overrides)
+
+    def create_many(
+        self,
+        requests: Iterable[CreateFlow | Mapping[str, Any]]
+        | AsyncIterable[CreateFlow | Mapping[str, Any]],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        ordered: bool = False,
+        on_progress: Callable[[BatchSummary], None] | None = None,
+        **overrides: Unpack[CallOverrides],
+    ) -> Batch[CreateFlow, Flow]:
+        """Create one flow per request, at most `concurrency` at once; see `Batch`."""
+        options = call_options(**overrides)
+
+        async def create_one(request: CreateFlow) -> Flow:
+            return await self.send_create(request, options)
+
+        return Batch(
+            requests,
+            create_one,
+            prepare=CreateFlow.coerce,
+            concurrency=concurrency,
+            ordered=ordered,
+            on_progress=on_progress,
+            retry_counter=self._retry_counter,
+        )
+
+
+class FlowPages:
+    """Async iterator over flows, one page request at a time; `.pages()` yields pages."""
+
+    def __init__(
+        self,
+        flows: Flows,
+        limit: int | None,
+        starting_after: str | None,
+        ending_before: str | None,
+        overrides: CallOverrides,
+    ) -> None:
+        self._flows = flows
+        self._limit = limit
+        self._starting_after = starting_after
+        self._ending_before = ending_before
+        self._overrides = overrides
+
+    async def pages(self) -> AsyncIterator[Page[Flow]]:
+        starting_after, ending_before = self._starting_after, self._ending_before
+        backwards = ending_before is not None
+        while True:
+            page = await self._flows.list_page(
+                limit=self._limit,
+                starting_after=starting_after,
+                ending_before=ending_before,
+                **self._overrides,
+            )
+            yield page
+            if not page.has_more or not page.data:
+                return
+            if backwards:
+                ending_before = page.data[0].id
+            else:
+                starting_after = page.data[-1].id
+
+    def __aiter__(self) -> AsyncIterator[Flow]:
+        return self._flows_in_order()
+
+    async def _flows_in_order(self) -> AsyncIterator[Flow]:
+        async for page in self.pages():
+            for flow in page.data:
+                yield flow
+
+
+def _page_params(
+    limit: int | None, starting_after: str | None, ending_before: str | None
+) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
+            raise ValidationError(f"limit must be an integer from 1 to 100, not {limit!r}")
+        params["limit"] = str(limit)
+    if starting_after is not None and ending_before is not None:
+        raise ValidationError("give starting_after or ending_before, not both")
+    for name, cursor in (("starting_after", starting_after), ("ending_before", ending_before)):
+        if cursor is not None:
+            if not isinstance(cursor, str) or not cursor:
+                raise ValidationError(f"{name} must be a flow id, not {cursor!r}")
+            params[name] = cursor
+    return params

@@ -1,0 +1,184 @@
+"""When to repeat a call and how long to wait first. Pure logic: no I/O, no clock of its own.
+
+The transport asks three questions here: may this failure be retried for this operation
+(`RetryPolicy.should_retry`), how long to wait (`RetryPolicy.wait_for`), and may the client
+afford another retry at all (`RetryBudget`).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import attrs
+
+from .errors import APIConnectionError, APIError, APITimeoutError
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "UNPROCESSED_STATUSES",
+    "ConnectFailed",
+    "Replay",
+    "RetryBudget",
+    "RetryPolicy",
+    "backoff_seconds",
+    "parse_retry_after",
+]
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+# Statuses that say the server did not act on the request: 408 (it never read the whole
+# request), 429 (refused before processing) and 503 (RFC 9110: "currently unable to
+# handle the request"). 500, 502 and 504 may arrive after the work was done.
+UNPROCESSED_STATUSES = frozenset({408, 429, 503})
+
+
+class Replay(enum.Enum):
+    """Whether repeating an operation is harmless, stated once per operation."""
+
+    #: Reads, and writes the API deduplicates (an `idempotency_key` sent on every attempt).
+    SAFE = "safe"
+    #: Writes with no idempotency mechanism (`POST /v2/flows`): repeated only when the
+    #: request provably did not take effect, so a retry can never create a duplicate.
+    UNPROCESSED_ONLY = "unprocessed-only"
+
+
+class ConnectFailed(APIConnectionError):
+    """The connection could not be opened, so the request never left this machine."""
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` value: delta-seconds or an HTTP-date.
+
+    Returns None when absent or unreadable (a malformed hint is ignored, not obeyed).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def backoff_seconds(
+    retry_number: int, *, initial: float, maximum: float, rand: Callable[[], float]
+) -> float:
+    """Exponential backoff with "full jitter": uniform in [0, min(max, initial * 2**(n-1))].
+
+    Full jitter spreads a thousand retrying tasks over the whole window instead of
+    bunching them at its edge (the AWS architecture blog's comparison of jitter kinds).
+    """
+    ceiling = min(maximum, initial * (2 ** max(0, retry_number - 1)))
+    return ceiling * rand()
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a client retries. Immutable; per-call overrides make a changed copy (`evolve`).
+
+    - `max_retries`: retries after the first attempt (0 turns retrying off).
+    - `backoff_initial` / `backoff_max`: the jittered exponential wait between attempts.
+    - `max_retry_after`: a server asking for a longer wait than this fails the call at
+      once with `RateLimitError` rather than holding it (and every other caller) hostage.
+    - `deadline`: seconds for the whole call, all attempts and waits included; None: no cap.
+    """
+
+    max_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+    backoff_initial: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
+    backoff_max: float = attrs.field(default=8.0, validator=attrs.validators.gt(0))
+    max_retry_after: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+    deadline: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    rand: Callable[[], float] = attrs.field(default=random.random, repr=False, eq=False)
+
+    def is_retryable(self, exc: BaseException, replay: Replay) -> bool:
+        """Whether this failure may be retried for an operation of this kind."""
+        if isinstance(exc, APIError):
+            if exc.retry_after is not None and exc.retry_after > self.max_retry_after:
+                return False  # fail fast rather than hold the caller that long
+            allowed = RETRYABLE_STATUSES if replay is Replay.SAFE else UNPROCESSED_STATUSES
+            return exc.status in allowed
+        if isinstance(exc, ConnectFailed):
+            return True
+        if isinstance(exc, APIConnectionError):
+            # A reset or a timeout after the request was sent is ambiguous: the server
+            # may have acted on it. Only operations that are safe to repeat go again.
+            return replay is Replay.SAFE
+        return False
+
+    def wait_for(self, exc: BaseException, retry_number: int) -> float:
+        """Seconds to wait before retry number `retry_number` (1-based) after `exc`."""
+        if isinstance(exc, APIError) and exc.retry_after is not None:
+            return exc.retry_after
+        return backoff_seconds(
+            retry_number, initial=self.backoff_initial, maximum=self.backoff_max, rand=self.rand
+        )
+
+
+class RetryBudget:
+    """A token bucket for retries shared by one client, so an outage cannot multiply load.
+
+    Each retry spends tokens (a timeout more, since it held a connection for the whole
+    timeout); each success puts one back. With the bucket empty, failures surface at once
+    until successes refill it. The numbers follow botocore's "standard" retry mode
+    (capacity 500, retry cost 5, timeout cost 10, refill 1 per success).
+    """
+
+    def __init__(
+        self,
+        capacity: int = 500,
+        *,
+        retry_cost: int = 5,
+        timeout_cost: int = 10,
+        success_refill: int = 1,
+    ) -> None:
+        if capacity < 0 or retry_cost < 1 or timeout_cost < 1 or success_refill < 0:
+            raise ValueError("retry budget numbers must be positive")
+        self.capacity = capacity
+        self.retry_cost = retry_cost
+        self.timeout_cost = timeout_cost
+        self.success_refill = success_refill
+        self._tokens = capacity
+        # Budgets are shared by every task of a client, and a client may be driven from
+        # threads with their own loops; the lock keeps spend/refill atomic across them.
+        self._lock = threading.Lock()
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens
+
+    def cost_of(self, exc: BaseException) -> int:
+        return self.timeout_cost if isinstance(exc, APITimeoutError) else self.retry_cost
+
+    def try_spend(self, exc: BaseException) -> int | None:
+        """Take the cost of retrying after `exc`; None when the budget cannot cover it."""
+        cost = self.cost_of(exc)
+        with self._lock:
+            if self._tokens < cost:
+                return None
+            self._tokens -= cost
+            return cost
+
+    def on_success(self, spent: int = 0) -> None:
+        """A call succeeded: give back what its retries spent, or the per-success refill."""
+        with self._lock:
+            self._tokens = min(self.capacity, self._tokens + (spent or self.success_refill))

@@ -1,0 +1,88 @@
+"""The connection pool's lifecycle: one `aiohttp.ClientSession` per client, made lazily
+inside the running loop (aiohttp binds a session to the loop that creates it) and closed
+exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import aiohttp
+import attrs
+
+from .errors import ClientClosedError
+
+__all__ = ["Limits", "SessionManager"]
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Pool limits. `max_connections` bounds open sockets (and so in-flight requests);
+    `keepalive` is how long an idle connection is kept for reuse."""
+
+    max_connections: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    keepalive: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    dns_cache_ttl: int = attrs.field(default=300, validator=attrs.validators.ge(0))
+
+
+class SessionManager:
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        timeout: float,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    ) -> None:
+        self._limits = limits
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._trace_configs = list(trace_configs)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def has_session(self) -> bool:
+        return self._session is not None
+
+    @property
+    def default_timeout(self) -> aiohttp.ClientTimeout:
+        return self._timeout
+
+    def session(self) -> aiohttp.ClientSession:
+        """The session, created on first use. Must be called inside the running loop."""
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is not None:
+            if loop is not self._loop:
+                raise RuntimeError(
+                    "this aiodots Client was first used in another event loop; "
+                    "create one Client per loop"
+                )
+            return session
+        if self._closed:
+            raise ClientClosedError("this aiodots Client is closed; create a new one")
+        connector = aiohttp.TCPConnector(
+            limit=self._limits.max_connections,
+            limit_per_host=0,
+            keepalive_timeout=self._limits.keepalive,
+            ttl_dns_cache=self._limits.dns_cache_ttl,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            trace_configs=self._trace_configs or None,
+            raise_for_status=False,
+        )
+        self._loop = loop
+        return self._session
+
+    async def close(self) -> None:
+        """Close the pool. Idempotent; a closed manager refuses to make a new session."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()

@@ -1,0 +1,17 @@
+"""A Dots emulator for tests and benchmarks: a real HTTP server on 127.0.0.1 with faults
+on demand. `python -m aiodots.testing` runs it standalone; the pytest plugin (installed
+with aiodots) gives the fixtures `dots_emulator` and `dots_client`."""
+
+from .emulator import DEFAULT_API_KEY, DEFAULT_CLIENT_ID, DotsEmulator, EmulatorStats, RecordedRequest
+from .faults import FaultPlan, ForcedResponse, ServerRateLimit
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_CLIENT_ID",
+    "DotsEmulator",
+    "EmulatorStats",
+    "FaultPlan",
+    "ForcedResponse",
+    "RecordedRequest",
+    "ServerRateLimit",
+]

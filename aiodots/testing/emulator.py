@@ -1,0 +1,361 @@
+"""A real Dots API server on 127.0.0.1 (aiohttp.web), with faults on demand.
+
+Serves `POST /api/v2/flows`, `GET /api/v2/flows/{id}` and `GET /api/v2/flows` from
+memory, checks Basic auth, validates bodies as the API documents, and answers errors as
+JSON. Every request goes through one pipeline, in this order:
+
+    record -> latency -> connection reset -> queued or random error -> auth
+           -> server rate limit -> endpoint
+
+so an injected fault never creates an object: what the counters say was created is
+exactly what a client may have caused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+import uuid
+from collections import Counter, deque
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from .faults import FaultPlan, FaultState, ForcedResponse
+from .validation import InvalidInput, validate_create_flow
+
+__all__ = ["DotsEmulator", "EmulatorStats", "RecordedRequest"]
+
+DEFAULT_CLIENT_ID = "emulator-client-id"
+DEFAULT_API_KEY = "emulator-api-key"
+_HTML_502 = (
+    "<html><head><title>502 Bad Gateway</title></head><body>"
+    "<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+)
+_REASONS = {
+    400: ("invalid-input", "Bad request"),
+    401: ("unauthorized", "Invalid credentials"),
+    404: ("not-found", "Not found"),
+    408: ("request-timeout", "Request timeout"),
+    429: ("rate-limited", "Too many requests"),
+    500: ("internal-error", "Internal server error"),
+    502: ("bad-gateway", "Bad gateway"),
+    503: ("service-unavailable", "Service unavailable"),
+    504: ("gateway-timeout", "Gateway timeout"),
+}
+
+
+@attrs.frozen
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@attrs.define
+class EmulatorStats:
+    """What the emulator saw. Tests assert on it: nothing lost, nothing duplicated."""
+
+    requests: int = 0
+    by_status: Counter[int] = attrs.Factory(Counter)
+    by_route: Counter[str] = attrs.Factory(Counter)
+    created: int = 0
+    #: creates per `user_id`: a value above 1 means a flow was created twice for one user
+    created_per_user: Counter[str] = attrs.Factory(Counter)
+    resets: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    #: arrival times (time.monotonic()) of the latest requests, for rate assertions
+    arrivals: deque[float] = attrs.Factory(lambda: deque(maxlen=200_000))
+    last_requests: deque[RecordedRequest] = attrs.Factory(lambda: deque(maxlen=50))
+
+    @property
+    def last_request(self) -> RecordedRequest:
+        return self.last_requests[-1]
+
+    @property
+    def duplicates(self) -> int:
+        """Flows created beyond the first for the same user."""
+        return sum(n - 1 for n in self.created_per_user.values() if n > 1)
+
+
+class DotsEmulator:
+    """`async with DotsEmulator() as emu: Client(base_url=emu.base_url, ...)`.
+
+    `client_id` / `api_key` are the credentials it accepts (`emu.credentials`).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: FaultPlan | None = None,
+        client_id: str = DEFAULT_CLIENT_ID,
+        api_key: str = DEFAULT_API_KEY,
+        record_bodies: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.api_key = api_key
+        self.record_bodies = record_bodies
+        self.stats = EmulatorStats()
+        self.flows: dict[str, dict[str, Any]] = {}
+        self._flow_order: list[str] = []
+        self._faults = FaultState(faults or FaultPlan())
+        self._expected_auth = "Basic " + base64.b64encode(
+            f"{client_id}:{api_key}".encode()
+        ).decode()
+        self._runner: web.AppRunner | None = None
+        self._app = web.Application(middlewares=[self._pipeline], client_max_size=1024**2)
+        self._app.router.add_post("/api/v2/flows", self._create_flow)
+        self._app.router.add_get("/api/v2/flows", self._list_flows)
+        self._app.router.add_get("/api/v2/flows/{flow_id}", self._get_flow)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> DotsEmulator:
+        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, backlog=1024)
+        await site.start()
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> DotsEmulator:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API base, ready for `aiodots.Client(base_url=...)`."""
+        return f"{self.url}/api"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return {"client_id": self.client_id, "api_key": self.api_key}
+
+    # -- faults, changed while running ------------------------------------------------------
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self._faults.plan
+
+    def set_faults(self, plan: FaultPlan) -> None:
+        """Replace the fault plan (the rate limit's bucket starts full again)."""
+        self._faults.set_plan(plan)
+
+    def fail_next(
+        self, count: int = 1, *, status: int = 503, body: str = "json",
+        retry_after: str | None = None,
+    ) -> None:
+        """Answer the next `count` requests with `status` before processing them."""
+        forced = ForcedResponse(status=status, body=body, retry_after=retry_after)  # type: ignore[arg-type]
+        self._faults.forced.extend([forced] * count)
+
+    def reset_next(self, count: int = 1) -> None:
+        """Drop the connection of the next `count` requests before processing them."""
+        self._faults.resets_pending += count
+
+    def truncate_next(self, count: int = 1) -> None:
+        """Process the next `count` successful requests, then send their JSON cut short.
+        (The object exists: this is the case a client must not silently retry.)"""
+        self._faults.truncations_pending += count
+
+    def reset_stats(self) -> None:
+        self.stats = EmulatorStats()
+
+    # -- the pipeline ---------------------------------------------------------------------
+
+    @web.middleware
+    async def _pipeline(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        stats = self.stats
+        stats.requests += 1
+        stats.arrivals.append(time.monotonic())
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        route = request.match_info.route.resource
+        stats.by_route[f"{request.method} {route.canonical if route else request.path}"] += 1
+        try:
+            body = await request.read()
+            if self.record_bodies:
+                stats.last_requests.append(
+                    RecordedRequest(
+                        request.method, request.path, dict(request.query),
+                        dict(request.headers), body,
+                    )
+                )
+            response = await self._answer(request, handler)
+            if response is None:
+                return web.Response(status=499)  # the connection is already gone
+            stats.by_status[response.status] += 1
+            return response
+        finally:
+            stats.in_flight -= 1
+
+    async def _answer(self, request: web.Request, handler: Any) -> web.StreamResponse | None:
+        faults = self._faults
+        delay = faults.latency()
+        if delay:
+            await asyncio.sleep(delay)
+        if faults.take_reset():
+            self.stats.resets += 1
+            assert request.transport is not None
+            request.transport.abort()
+            return None
+        forced = faults.take_forced()
+        if forced is not None:
+            return _forced_response(forced)
+        if request.headers.get("Authorization") != self._expected_auth:
+            return _error(401, self._auth_problem(request.headers.get("Authorization")))
+        if faults.bucket is not None:
+            wait = faults.bucket.take()
+            if wait is not None:
+                headers = {}
+                value = faults.bucket.retry_after_header(wait)
+                if value is not None:
+                    headers["Retry-After"] = value
+                return _error(429, "rate limit exceeded", headers=headers)
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPNotFound:
+            return _error(404, f"no route for {request.method} {request.path}")
+        except web.HTTPMethodNotAllowed:
+            return _error(405, f"{request.method} is not allowed on {request.path}")
+        if faults.take_truncation() and isinstance(response, web.Response) and response.body:
+            raw = bytes(response.body)  # type: ignore[arg-type]
+            return web.Response(
+                status=response.status, body=raw[: len(raw) // 2], content_type="application/json"
+            )
+        return response
+
+    def _auth_problem(self, header: str | None) -> str:
+        if not header:
+            return "missing Authorization header"
+        scheme, _, token = header.partition(" ")
+        if scheme != "Basic":
+            return "Authorization must use the Basic scheme"
+        try:
+            base64.b64decode(token, validate=True)
+        except (binascii.Error, ValueError):
+            return "malformed Basic credentials"
+        return "invalid client id or API key"
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def _create_flow(self, request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return _error(400, "the body is not valid JSON")
+        try:
+            validate_create_flow(body)
+        except InvalidInput as exc:
+            return _error(400, str(exc))
+        flow_id = str(uuid.uuid4())
+        flow = {
+            "id": flow_id,
+            "created": datetime.now(UTC).isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z"
+            ),
+            "user_id": body.get("user_id"),
+            "steps": [s if isinstance(s, str) else s["name"] for s in body["steps"]],
+            "completed_steps": [],
+            "link": f"{self.url}/flow/{flow_id}",
+            "metadata": body.get("metadata"),
+        }
+        self.flows[flow_id] = flow
+        self._flow_order.append(flow_id)
+        self.stats.created += 1
+        if body.get("user_id"):
+            self.stats.created_per_user[body["user_id"]] += 1
+        return web.json_response(flow)
+
+    async def _get_flow(self, request: web.Request) -> web.Response:
+        flow = self.flows.get(request.match_info["flow_id"])
+        if flow is None:
+            return _error(404, "flow not found")
+        return web.json_response(flow)
+
+    async def _list_flows(self, request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            limit = int(query.get("limit", "10"))
+        except ValueError:
+            return _error(400, "'limit' must be an integer")
+        if not 1 <= limit <= 100:
+            return _error(400, "'limit' must be between 1 and 100")
+        if "starting_after" in query and "ending_before" in query:
+            return _error(400, "use 'starting_after' or 'ending_before', not both")
+        newest_first = self._flow_order[::-1]
+        position = {flow_id: i for i, flow_id in enumerate(newest_first)}
+        if "starting_after" in query:
+            cursor = position.get(query["starting_after"])
+            if cursor is None:
+                return _error(400, "'starting_after' is not a known flow id")
+            window = newest_first[cursor + 1 : cursor + 1 + limit]
+            has_more = cursor + 1 + limit < len(newest_first)
+        elif "ending_before" in query:
+            cursor = position.get(query["ending_before"])
+            if cursor is None:
+                return _error(400, "'ending_before' is not a known flow id")
+            start = max(0, cursor - limit)
+            window = newest_first[start:cursor]
+            has_more = start > 0
+        else:
+            window = newest_first[:limit]
+            has_more = limit < len(newest_first)
+        return web.json_response(
+            {"data": [self.flows[i] for i in window], "has_more": has_more}
+        )
+
+
+def _error(status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
+    code, _ = _REASONS.get(status, ("error", "Error"))
+    return web.json_response(
+        {"error_code": code, "message": message}, status=status, headers=headers
+    )
+
+
+def _forced_response(forced: ForcedResponse) -> web.Response:
+    headers = {"Retry-After": forced.retry_after} if forced.retry_after else None
+    if forced.body == "html":
+        return web.Response(
+            status=forced.status, text=_HTML_502, content_type="text/html", headers=headers
+        )
+    if forced.body == "truncated":
+        return web.Response(
+            status=forced.status, body=b'{"error_code": "internal-err',
+            content_type="application/json", headers=headers,
+        )
+    _, reason = _REASONS.get(forced.status, ("error", "Error"))
+    return _error(forced.status, f"{reason} (injected by the emulator)", headers=headers)

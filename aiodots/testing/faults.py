@@ -1,0 +1,133 @@
+"""What can go wrong on the emulator's side: the fault plan and its server rate limit."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Literal
+
+import attrs
+
+__all__ = ["FaultPlan", "ForcedResponse", "ServerRateLimit", "TokenBucket"]
+
+RetryAfterForm = Literal["seconds", "http-date", "none"]
+
+
+@attrs.frozen(kw_only=True)
+class ServerRateLimit:
+    """A token bucket per emulator: `rate` requests/s, `burst` at once. Over it, 429 with
+    `Retry-After` in delta-seconds, as an HTTP-date, or absent (`retry_after="none"`)."""
+
+    rate: float = attrs.field(validator=attrs.validators.gt(0))
+    burst: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+    retry_after: RetryAfterForm = "seconds"
+
+
+@attrs.frozen(kw_only=True)
+class FaultPlan:
+    """Faults applied to every request, chosen at random with `seed` for repeatable runs.
+
+    - `latency` (+ up to `latency_jitter`) seconds added before answering;
+    - `error_rate` of requests answered `error_status` (503 by default) before processing;
+    - `reset_rate` of requests whose connection is dropped before processing;
+    - `rate_limit`: a server-side token bucket (see `ServerRateLimit`).
+
+    One-shot faults (`fail_next`, `reset_next`, `truncate_next`) live on the emulator.
+    """
+
+    rate_limit: ServerRateLimit | None = None
+    latency: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    latency_jitter: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    error_rate: float = attrs.field(
+        default=0.0, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
+    )
+    error_status: int = 503
+    reset_rate: float = attrs.field(
+        default=0.0, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
+    )
+    seed: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ForcedResponse:
+    """One queued answer: a status with a JSON error body, an HTML page (`body="html"`,
+    as a proxy's 502 page), or a truncated JSON body (`body="truncated"`)."""
+
+    status: int
+    body: Literal["json", "html", "truncated"] = "json"
+    retry_after: str | None = None
+
+
+class TokenBucket:
+    def __init__(self, limit: ServerRateLimit, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self._clock = clock
+        self._tokens = float(limit.burst)
+        self._updated = clock()
+
+    def take(self) -> float | None:
+        """Take a token: None when granted, else the seconds until one is available."""
+        now = self._clock()
+        rate, burst = self.limit.rate, self.limit.burst
+        self._tokens = min(burst, self._tokens + (now - self._updated) * rate)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return None
+        return (1 - self._tokens) / rate
+
+    def retry_after_header(self, wait: float) -> str | None:
+        form = self.limit.retry_after
+        if form == "none":
+            return None
+        seconds = max(1, math.ceil(wait))  # delta-seconds is a whole number (RFC 9110)
+        if form == "seconds":
+            return str(seconds)
+        when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds + 1)
+        return format_datetime(when, usegmt=True)
+
+
+class FaultState:
+    """The live fault plan plus the one-shot queues; swapped or appended while running."""
+
+    def __init__(self, plan: FaultPlan) -> None:
+        self.forced: deque[ForcedResponse] = deque()
+        self.resets_pending = 0
+        self.truncations_pending = 0
+        self.set_plan(plan)
+
+    def set_plan(self, plan: FaultPlan) -> None:
+        self.plan = plan
+        self.random = random.Random(plan.seed)
+        self.bucket = TokenBucket(plan.rate_limit) if plan.rate_limit else None
+
+    def latency(self) -> float:
+        plan = self.plan
+        if not plan.latency and not plan.latency_jitter:
+            return 0.0
+        return plan.latency + plan.latency_jitter * self.random.random()
+
+    def take_reset(self) -> bool:
+        if self.resets_pending:
+            self.resets_pending -= 1
+            return True
+        return bool(self.plan.reset_rate) and self.random.random() < self.plan.reset_rate
+
+    def take_forced(self) -> ForcedResponse | None:
+        if self.forced:
+            return self.forced.popleft()
+        plan = self.plan
+        if plan.error_rate and self.random.random() < plan.error_rate:
+            return ForcedResponse(status=plan.error_status)
+        return None
+
+    def take_truncation(self) -> bool:
+        if self.truncations_pending:
+            self.truncations_pending -= 1
+            return True
+        return False

@@ -1,0 +1,320 @@
+"""One logical call: encode, authenticate, wait on the limiter, send, retry per policy,
+map the final failure to a typed error, return decoded JSON.
+
+The first attempt runs without tenacity: a call that succeeds (nearly all of them) pays
+only for the request itself. Only a retryable failure builds an `AsyncRetrying` (one per
+call, never shared: tenacity keeps per-call state on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import attrs
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
+
+from . import _json
+from ._version import __version__
+from .errors import (
+    APIConnectionError,
+    APITimeoutError,
+    DotsError,
+    InvalidResponseError,
+    error_for_response,
+    excerpt,
+)
+from .ratelimit import RateLimiter
+from .retry import ConnectFailed, Replay, RetryBudget, RetryPolicy, parse_retry_after
+
+__all__ = ["CallOptions", "ClientStats", "Transport"]
+
+log = logging.getLogger("aiodots")
+
+USER_AGENT = f"aiodots/{__version__}"
+
+
+@attrs.frozen(kw_only=True)
+class CallOptions:
+    """Per-call overrides. Unset fields keep the client's settings."""
+
+    timeout: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    max_retries: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
+    deadline: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    headers: Mapping[str, str] | None = None
+
+    def apply(self, policy: RetryPolicy) -> RetryPolicy:
+        changes: dict[str, Any] = {}
+        if self.max_retries is not None:
+            changes["max_retries"] = self.max_retries
+        if self.deadline is not None:
+            changes["deadline"] = self.deadline
+        return attrs.evolve(policy, **changes) if changes else policy
+
+
+@attrs.define
+class ClientStats:
+    """Counters a user can read at any time (`client.stats`). One instance per client."""
+
+    calls: int = 0  #: logical calls started
+    requests: int = 0  #: HTTP attempts sent (calls + retries)
+    retries: int = 0
+    rate_limited: int = 0  #: 429 responses seen
+    connection_errors: int = 0
+    failures: int = 0  #: logical calls that ended in an exception
+    budget_exhausted: int = 0  #: retries refused because the retry budget was spent
+    limiter_wait_seconds: float = 0.0  #: time spent held by the rate limiter or a pause
+    backoff_wait_seconds: float = 0.0  #: time spent sleeping between attempts
+
+    def snapshot(self) -> ClientStats:
+        return attrs.evolve(self)
+
+
+@attrs.frozen
+class _Request:
+    method: str
+    path: str
+    url: str
+    headers: Mapping[str, str]
+    data: bytes | None
+    params: Mapping[str, str] | None
+    timeout: aiohttp.ClientTimeout
+    deadline_at: float | None
+
+
+class Transport:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        authorization: str,
+        session: Callable[[], aiohttp.ClientSession],
+        timeout: aiohttp.ClientTimeout,
+        policy: RetryPolicy,
+        limiter: RateLimiter,
+        budget: RetryBudget | None,
+        stats: ClientStats,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        # Paths are appended as text: joining "/v2/flows" onto ".../api" with URL
+        # semantics would drop the "/api" base path.
+        self._base_url = base_url.rstrip("/")
+        self._session = session
+        self._timeout = timeout
+        self._policy = policy
+        self._limiter = limiter
+        self._budget = budget
+        self._stats = stats
+        self._sleep = sleep
+        common = {
+            "Authorization": authorization,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        self._headers_get: Mapping[str, str] = common
+        self._headers_body: Mapping[str, str] = {**common, "Content-Type": "application/json"}
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._policy
+
+    def url_for(self, path: str) -> str:
+        return self._base_url + path
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        replay: Replay = Replay.SAFE,
+        options: CallOptions | None = None,
+    ) -> Any:
+        """Send one logical call and return its decoded JSON body (None when empty)."""
+        policy = self._policy if options is None else options.apply(self._policy)
+        data = None if body is None else _json.dumps(body)
+        headers = self._headers_get if data is None else self._headers_body
+        if options is not None and options.headers:
+            headers = {**headers, **options.headers}
+        started = time.monotonic()
+        request = _Request(
+            method=method,
+            path=path,
+            url=self._base_url + path,
+            headers=headers,
+            data=data,
+            params=params,
+            timeout=self._timeout if options is None or options.timeout is None
+            else aiohttp.ClientTimeout(total=options.timeout),
+            deadline_at=None if policy.deadline is None else started + policy.deadline,
+        )
+        self._stats.calls += 1
+        try:
+            result = await self._attempt(request, 1)
+        except DotsError as exc:
+            if policy.max_retries == 0 or not policy.is_retryable(exc, replay):
+                self._stats.failures += 1
+                raise
+            return await self._retry(request, exc, policy, replay)
+        if self._budget is not None:
+            self._budget.on_success()
+        return result
+
+    async def _retry(
+        self, request: _Request, first: DotsError, policy: RetryPolicy, replay: Replay
+    ) -> Any:
+        # tenacity drives attempts 2..n. The first failure has already happened, so the
+        # callable re-raises it once without I/O; tenacity then decides and waits for it
+        # exactly as for any later failure.
+        replayed: list[BaseException] = [first]
+        spent = 0
+        next_wait = 0.0
+        attempt_number = 1
+
+        async def attempt() -> Any:
+            nonlocal attempt_number
+            if replayed:
+                raise replayed.pop()
+            attempt_number += 1
+            return await self._attempt(request, attempt_number)
+
+        def should_retry(state: RetryCallState) -> bool:
+            nonlocal spent, next_wait
+            outcome = state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            if exc is None:
+                return False
+            if state.attempt_number > policy.max_retries or not policy.is_retryable(exc, replay):
+                return False
+            wait = policy.wait_for(exc, state.attempt_number)
+            if request.deadline_at is not None and time.monotonic() + wait >= request.deadline_at:
+                log.debug("%s %s: no retry, the deadline would pass", request.method, request.path)
+                return False
+            if self._budget is not None:
+                cost = self._budget.try_spend(exc)
+                if cost is None:
+                    self._stats.budget_exhausted += 1
+                    log.debug("%s %s: no retry, the retry budget is spent",
+                              request.method, request.path)
+                    return False
+                spent += cost
+            next_wait = wait
+            return True
+
+        def before_sleep(state: RetryCallState) -> None:
+            self._stats.retries += 1
+            self._stats.backoff_wait_seconds += next_wait
+            if log.isEnabledFor(logging.DEBUG):
+                outcome = state.outcome
+                log.debug(
+                    "%s %s: attempt %d failed (%s); retrying in %.3fs",
+                    request.method, request.path, state.attempt_number,
+                    outcome.exception() if outcome is not None else None, next_wait,
+                )
+
+        attempts = AsyncRetrying(
+            retry=should_retry,
+            wait=lambda _state: next_wait,
+            stop=stop_after_attempt(policy.max_retries + 1),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            result = await attempts(attempt)
+        except BaseException:
+            self._stats.failures += 1
+            raise
+        if self._budget is not None:
+            self._budget.on_success(spent)
+        return result
+
+    async def _attempt(self, request: _Request, attempt: int) -> Any:
+        limiter = self._limiter
+        waited = await limiter.acquire()
+        if waited:
+            self._stats.limiter_wait_seconds += waited
+        session = self._session()
+        timeout = request.timeout
+        if request.deadline_at is not None:
+            left = request.deadline_at - time.monotonic()
+            if left <= 0:
+                raise APITimeoutError(
+                    "the call's deadline passed", method=request.method, path=request.path
+                )
+            timeout = aiohttp.ClientTimeout(total=min(left, timeout.total or left))
+        sent_at = limiter.now()
+        self._stats.requests += 1
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                data=request.data,
+                params=request.params,
+                headers=request.headers,
+                timeout=timeout,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                headers = response.headers
+        except TimeoutError as exc:
+            self._stats.connection_errors += 1
+            raise APITimeoutError(
+                "timed out waiting for the API", method=request.method, path=request.path
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            self._stats.connection_errors += 1
+            raise ConnectFailed(
+                f"could not connect: {exc.os_error or exc}",
+                method=request.method,
+                path=request.path,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            self._stats.connection_errors += 1
+            raise APIConnectionError(
+                f"connection failed: {type(exc).__name__}: {exc}",
+                method=request.method,
+                path=request.path,
+            ) from exc
+
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %d (attempt %d, %.1f ms)",
+                request.method, request.path, status, attempt,
+                (limiter.now() - sent_at) * 1000,
+            )
+        if 200 <= status < 300:
+            limiter.on_response(status, sent_at, None)
+            if not raw:
+                return None
+            try:
+                return _json.loads(raw)
+            except ValueError as exc:
+                text = excerpt(raw.decode("utf-8", errors="replace"))
+                raise InvalidResponseError(
+                    f"the response body is not valid JSON: {text!r}",
+                    status=status, method=request.method, path=request.path,
+                    body=text, headers=dict(headers),
+                ) from exc
+
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(headers.get("Retry-After"))
+        if status == 429:
+            self._stats.rate_limited += 1
+        limiter.on_response(status, sent_at, retry_after)
+        raise error_for_response(
+            status, dict(headers), raw, method=request.method, path=request.path,
+            reason=response.reason, retry_after=retry_after,
+        )
