@@ -91,10 +91,8 @@ class Batch(Generic[Req, Res]):
         self._async_inputs: AsyncIterator[Any] | None = None
         if isinstance(inputs, AsyncIterable):
             self._async_inputs = aiter(inputs)
-        elif isinstance(inputs, Iterable):
-            self._sync_inputs = iter(inputs)
         else:
-            raise TypeError(f"inputs must be an iterable or async iterable, not {type(inputs)}")
+            self._sync_inputs = iter(inputs)  # a TypeError here names what was passed
         self._call = call
         self._prepare = prepare
         self._concurrency = concurrency
@@ -208,8 +206,6 @@ class Batch(Generic[Req, Res]):
         await self._results.put(_WORKER_DONE)
 
     async def _pull(self) -> tuple[int, Any] | None:
-        if self._exhausted:
-            return None
         if self._async_inputs is None and not self._ordered:
             return self._pull_sync()  # next() cannot interleave: no lock needed
         async with self._pull_lock:

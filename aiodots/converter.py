@@ -84,7 +84,7 @@ for _cls in (FlowStep, RedirectStep, CreateFlow):
             _cattrs_include_init_false=True,  # RedirectStep's fixed `name`
             # `name` is never optional on the wire, even where it has a default
             # (RedirectStep), and `steps` is required.
-            **{
+            **{  # type: ignore[arg-type]  # field overrides go in **kwargs
                 field: override(omit_if_default=False)
                 for field in ("name", "steps")
                 if field in attrs.fields_dict(_cls)

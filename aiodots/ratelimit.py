@@ -85,7 +85,6 @@ class AdaptiveRateLimiter:
         # Cubic recovery state: the rate at the last decrease, and when it happened.
         self._w_max = 0.0
         self._decreased_at = -math.inf
-        self._last_throttled_rate: float | None = None
         # Successes counted over short windows give the rate the server really accepts.
         self._window_start = clock()
         self._window_ok = 0
@@ -148,7 +147,9 @@ class AdaptiveRateLimiter:
         if elapsed >= 0.5:
             measured = self._window_ok / elapsed
             previous = self._measured_ok_rate
-            self._measured_ok_rate = measured if previous is None else 0.5 * previous + 0.5 * measured
+            self._measured_ok_rate = (
+                measured if previous is None else 0.5 * previous + 0.5 * measured
+            )
             self._window_start = now
             self._window_ok = 0
 

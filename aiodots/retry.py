@@ -86,7 +86,7 @@ def backoff_seconds(
     Full jitter spreads a thousand retrying tasks over the whole window instead of
     bunching them at its edge (the AWS architecture blog's comparison of jitter kinds).
     """
-    ceiling = min(maximum, initial * (2 ** max(0, retry_number - 1)))
+    ceiling: float = min(maximum, initial * 2.0 ** max(0, retry_number - 1))
     return ceiling * rand()
 
 

@@ -232,7 +232,7 @@ class Transport:
             reraise=True,
         )
         try:
-            result = await attempts(attempt)
+            result: Any = await attempts(attempt)
         except BaseException:
             self._stats.failures += 1
             raise
@@ -276,7 +276,7 @@ class Transport:
         except aiohttp.ClientConnectorError as exc:
             self._stats.connection_errors += 1
             raise ConnectFailed(
-                f"could not connect: {exc.os_error or exc}",
+                f"could not connect: {exc.os_error}",
                 method=request.method,
                 path=request.path,
             ) from exc

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import ValidationError
+from aiodots.errors import ValidationError
 
 __all__ = ["CreateFlow", "Flow", "FlowStep", "RedirectStep", "Step"]
 
@@ -117,7 +117,12 @@ def to_flow_step(value: object) -> Step | FlowStep:
             raise ValidationError("a step given as a mapping needs a 'name'")
         options = dict(value)
         return FlowStep(options.pop("name"), **options)
-    return to_step(value)
+    step = to_step(value)
+    if step is Step.REDIRECT:
+        raise ValidationError(
+            "a redirect step needs a redirect_url: use RedirectStep(redirect_url=...)"
+        )
+    return step
 
 
 def to_steps(value: object) -> tuple[Step | FlowStep, ...]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypedDict, Unpack
 
-from ..errors import ValidationError
-from ..transport import CallOptions
+from aiodots.errors import ValidationError
+from aiodots.transport import CallOptions
 
 __all__ = ["CallOverrides", "call_options"]
 

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Ma
 from typing import Any, Unpack
 from urllib.parse import quote
 
-from ..batch import Batch, BatchSummary
-from ..converter import structure_page, structure_response, unstructure_request
-from ..errors import ValidationError
-from ..models import CreateFlow, Flow, FlowStep, Page, Step
-from ..retry import Replay
-from ..transport import CallOptions, Transport
+from aiodots.batch import Batch, BatchSummary
+from aiodots.converter import structure_page, structure_response, unstructure_request
+from aiodots.errors import ValidationError
+from aiodots.models import CreateFlow, Flow, FlowStep, Page, Step
+from aiodots.retry import Replay
+from aiodots.transport import CallOptions, Transport
+
 from ._options import CallOverrides, call_options
 
 __all__ = ["FlowPages", "Flows"]
@@ -47,7 +48,7 @@ class Flows:
     ) -> Flow:
         """Create a flow. Invalid input raises `ValidationError` before anything is sent."""
         request = CreateFlow(
-            steps=steps,  # type: ignore[arg-type]  # the converter validates each item
+            steps=steps,  # the converter validates each item
             user_id=user_id,
             metadata=metadata,
             require_auth=require_auth,

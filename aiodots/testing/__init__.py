@@ -2,7 +2,13 @@
 on demand. `python -m aiodots.testing` runs it standalone; the pytest plugin (installed
 with aiodots) gives the fixtures `dots_emulator` and `dots_client`."""
 
-from .emulator import DEFAULT_API_KEY, DEFAULT_CLIENT_ID, DotsEmulator, EmulatorStats, RecordedRequest
+from .emulator import (
+    DEFAULT_API_KEY,
+    DEFAULT_CLIENT_ID,
+    DotsEmulator,
+    EmulatorStats,
+    RecordedRequest,
+)
 from .faults import FaultPlan, ForcedResponse, ServerRateLimit
 
 __all__ = [

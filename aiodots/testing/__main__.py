@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def plan_from(args: argparse.Namespace) -> FaultPlan:
     limit = None
     if args.rate_limit:
-        limit = ServerRateLimit(rate=args.rate_limit, burst=args.burst, retry_after=args.retry_after)
+        limit = ServerRateLimit(
+            rate=args.rate_limit, burst=args.burst, retry_after=args.retry_after
+        )
     return FaultPlan(
         rate_limit=limit,
         latency=args.latency,

@@ -22,7 +22,7 @@ import uuid
 from collections import Counter, deque
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
 
 import attrs
 from aiohttp import web
@@ -49,6 +49,11 @@ _REASONS = {
     503: ("service-unavailable", "Service unavailable"),
     504: ("gateway-timeout", "Gateway timeout"),
 }
+
+
+class Credentials(TypedDict):
+    client_id: str
+    api_key: str
 
 
 @attrs.frozen
@@ -161,7 +166,8 @@ class DotsEmulator:
         return f"{self.url}/api"
 
     @property
-    def credentials(self) -> dict[str, str]:
+    def credentials(self) -> Credentials:
+        """`Client(**emulator.credentials, base_url=emulator.base_url)`."""
         return {"client_id": self.client_id, "api_key": self.api_key}
 
     # -- faults, changed while running ------------------------------------------------------

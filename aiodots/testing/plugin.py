@@ -12,18 +12,16 @@ plugin defines nothing, so installing aiodots never breaks an unrelated test sui
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator
 
-try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - depends on the environment
-    pytest_asyncio = None
+from aiodots.client import Client
+from aiodots.retry import RetryPolicy
 
-from ..client import Client
-from ..retry import RetryPolicy
 from .emulator import DotsEmulator
 
-if pytest_asyncio is not None:
+if importlib.util.find_spec("pytest_asyncio") is not None:
+    import pytest_asyncio
 
     @pytest_asyncio.fixture
     async def dots_emulator() -> AsyncIterator[DotsEmulator]:
@@ -36,7 +34,8 @@ if pytest_asyncio is not None:
         """An aiodots Client talking to `dots_emulator`, closed after the test. Retry
         waits are kept short so fault tests run fast."""
         async with Client(
-            **dots_emulator.credentials,
+            dots_emulator.client_id,
+            dots_emulator.api_key,
             base_url=dots_emulator.base_url,
             retry_policy=RetryPolicy(max_retries=3, backoff_initial=0.01, backoff_max=0.05),
         ) as client:

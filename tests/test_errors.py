@@ -1,0 +1,142 @@
+"""Each error response becomes its typed exception, with a message a person can read."""
+
+from __future__ import annotations
+
+import aioresponses
+import pytest
+from yarl import URL
+
+import aiodots
+from aiodots.errors import error_for_response, excerpt, message_from_body
+
+from .conftest import BASE_URL, flow_json
+
+FLOWS = f"{BASE_URL}/v2/flows"
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, aiodots.BadRequestError),
+        (401, aiodots.AuthenticationError),
+        (403, aiodots.PermissionDeniedError),
+        (404, aiodots.NotFoundError),
+        (409, aiodots.ConflictError),
+        (422, aiodots.UnprocessableEntityError),
+        (429, aiodots.RateLimitError),
+        (500, aiodots.ServerError),
+        (502, aiodots.ServerError),
+        (503, aiodots.ServerError),
+        (504, aiodots.ServerError),
+        (418, aiodots.APIError),
+    ],
+)
+async def test_each_status_raises_its_class_with_status_message_and_body(
+    status: int, cls: type[aiodots.APIError], mocked: aioresponses.aioresponses
+) -> None:
+    body = {"error_code": "invalid-input", "message": f"boom {status}"}
+    mocked.post(FLOWS, status=status, payload=body, headers={"X-Request-Id": "r1"}, repeat=True)
+    async with aiodots.Client("id", "key", base_url=BASE_URL, max_retries=0) as dots:
+        with pytest.raises(cls) as caught:
+            await dots.flows.create(steps=["compliance"])
+    err = caught.value
+    assert type(err) is cls
+    assert err.status == status
+    assert err.message == f"boom {status}"
+    assert err.body == body
+    assert err.error_code == "invalid-input"
+    assert err.headers["X-Request-Id"] == "r1"
+    assert str(err) == f"{status} boom {status} (POST /v2/flows)"
+    assert len(mocked.requests[("POST", URL(FLOWS))]) == 1
+
+
+async def test_an_html_502_page_becomes_a_server_error_with_a_short_excerpt(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    page = (
+        "<html><head><title>502 Bad Gateway</title></head><body>"
+        + "<p>x</p>" * 500 + "</body></html>"
+    )
+    mocked.get(f"{FLOWS}/f1", status=502, body=page, content_type="text/html", repeat=True)
+    with pytest.raises(aiodots.ServerError) as caught:
+        await client.flows.retrieve("f1", max_retries=0)
+    assert caught.value.message == "502 Bad Gateway"
+    assert str(caught.value) == "502 Bad Gateway (GET /v2/flows/f1)"
+
+
+async def test_truncated_json_on_success_is_an_invalid_response_not_a_decode_error(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.post(FLOWS, status=200, body='{"id": "f1", "crea')
+    with pytest.raises(aiodots.InvalidResponseError) as caught:
+        await client.flows.create(steps=["compliance"])
+    assert "not valid JSON" in str(caught.value)
+    assert caught.value.status == 200
+    assert len(mocked.requests) == 1  # the flow may exist: a create is not repeated
+
+
+async def test_truncated_json_in_an_error_body_still_maps_the_status(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.post(FLOWS, status=400, body='{"message": "steps is req')
+    with pytest.raises(aiodots.BadRequestError) as caught:
+        await client.flows.create(steps=["compliance"])
+    assert caught.value.message == '{"message": "steps is req'
+
+
+async def test_a_success_body_of_the_wrong_shape_is_an_invalid_response(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.post(FLOWS, payload={"id": 17, "link": "x"})
+    with pytest.raises(aiodots.InvalidResponseError) as caught:
+        await client.flows.create(steps=["compliance"])
+    text = str(caught.value)
+    assert "$.id" in text
+    assert "$.created" in text
+
+
+async def test_a_json_array_where_an_object_is_expected_is_an_invalid_response(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.get(f"{FLOWS}/f1", payload=[flow_json()])
+    with pytest.raises(aiodots.InvalidResponseError, match="expected a JSON object"):
+        await client.flows.retrieve("f1")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"message": "m"}, "m"),
+        ({"error": "resource-busy"}, "resource-busy"),
+        ({"error": {"message": "nested"}}, "nested"),
+        ({"detail": [{"msg": "a"}, {"msg": "b"}]}, "a; b"),
+        ({"unrelated": 1}, None),
+        ("plain", "plain"),
+    ],
+)
+def test_message_extraction_handles_the_shapes_seen(body: object, message: str | None) -> None:
+    assert message_from_body(body) == message
+
+
+def test_error_code_is_kept_from_a_kebab_case_error_field() -> None:
+    err = error_for_response(409, {}, b'{"error": "resource-busy"}', method="POST", path="/p")
+    assert isinstance(err, aiodots.ConflictError)
+    assert err.error_code == "resource-busy"
+
+
+def test_an_empty_error_body_falls_back_to_the_reason_phrase() -> None:
+    err = error_for_response(503, {}, b"", method="GET", path="/p", reason="Service Unavailable")
+    assert str(err) == "503 Service Unavailable (GET /p)"
+
+
+def test_excerpt_is_one_short_line() -> None:
+    text = excerpt("<div>" + "word " * 200 + "</div>")
+    assert "\n" not in text
+    assert len(text) <= 200
+
+
+def test_validation_error_is_a_value_error_and_a_dots_error() -> None:
+    assert issubclass(aiodots.ValidationError, ValueError)
+    assert issubclass(aiodots.ValidationError, aiodots.DotsError)
+    assert issubclass(aiodots.APITimeoutError, aiodots.APIConnectionError)
+    assert issubclass(aiodots.RateLimitError, aiodots.APIError)

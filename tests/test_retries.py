@@ -1,0 +1,217 @@
+"""How many attempts a call makes, and how long it waits between them (fake sleep)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import aiohttp
+import aioresponses
+import pytest
+from yarl import URL
+
+import aiodots
+
+from .conftest import BASE_URL, FakeSleep, flow_json, make_client
+
+FLOWS = f"{BASE_URL}/v2/flows"
+FLOW_URL = f"{FLOWS}/f1"
+
+
+def attempts(mocked: aioresponses.aioresponses, method: str, url: str) -> int:
+    return len(mocked.requests.get((method, URL(url)), []))
+
+
+async def test_503s_are_retried_with_capped_exponential_backoff(
+    client: aiodots.Client, mocked: aioresponses.aioresponses, fake_sleep: FakeSleep
+) -> None:
+    mocked.post(FLOWS, status=503, payload={"message": "busy"})
+    mocked.post(FLOWS, status=503, payload={"message": "busy"})
+    mocked.post(FLOWS, payload=flow_json())
+    flow = await client.flows.create(steps=["compliance"])
+    assert flow.id == flow_json()["id"]
+    assert attempts(mocked, "POST", FLOWS) == 3
+    # rand() is pinned to 1.0: the jitter window's upper edge, 0.5 * 2**(n-1)
+    assert fake_sleep.waits == [0.5, 1.0]
+    assert client.stats.retries == 2
+    assert client.stats.requests == 3
+
+
+async def test_backoff_is_capped(mocked: aioresponses.aioresponses, fake_sleep: FakeSleep) -> None:
+    policy = aiodots.RetryPolicy(max_retries=6, backoff_max=3.0, rand=lambda: 1.0)
+    mocked.get(FLOW_URL, status=500, repeat=True)
+    async with make_client(fake_sleep, retry_policy=policy, retry_budget=False) as dots:
+        with pytest.raises(aiodots.ServerError):
+            await dots.flows.retrieve("f1")
+    assert fake_sleep.waits == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    assert attempts(mocked, "GET", FLOW_URL) == 7
+
+
+async def test_jitter_spreads_waits_below_the_exponential_ceiling(
+    mocked: aioresponses.aioresponses, fake_sleep: FakeSleep
+) -> None:
+    policy = aiodots.RetryPolicy(max_retries=2, rand=lambda: 0.25)
+    mocked.get(FLOW_URL, status=502, repeat=True)
+    async with make_client(fake_sleep, retry_policy=policy) as dots:
+        with pytest.raises(aiodots.ServerError):
+            await dots.flows.retrieve("f1")
+    assert fake_sleep.waits == [0.125, 0.25]
+
+
+async def test_429_with_seconds_retry_after_waits_that_long(
+    client: aiodots.Client, mocked: aioresponses.aioresponses, fake_sleep: FakeSleep
+) -> None:
+    mocked.post(FLOWS, status=429, headers={"Retry-After": "7"})
+    mocked.post(FLOWS, payload=flow_json())
+    await client.flows.create(steps=["compliance"])
+    assert 7.0 in fake_sleep.waits
+    assert attempts(mocked, "POST", FLOWS) == 2
+    assert client.stats.rate_limited == 1
+
+
+async def test_429_with_http_date_retry_after_waits_until_that_date(
+    client: aiodots.Client, mocked: aioresponses.aioresponses, fake_sleep: FakeSleep
+) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=12)
+    mocked.post(FLOWS, status=429, headers={"Retry-After": format_datetime(when, usegmt=True)})
+    mocked.post(FLOWS, payload=flow_json())
+    await client.flows.create(steps=["compliance"])
+    backoff_waits = [w for w in fake_sleep.waits if w > 5]
+    assert len(backoff_waits) == 1
+    assert 10.5 < backoff_waits[0] <= 12.0
+
+
+async def test_a_retry_after_beyond_the_maximum_fails_fast_with_rate_limit_error(
+    mocked: aioresponses.aioresponses, fake_sleep: FakeSleep
+) -> None:
+    mocked.post(FLOWS, status=429, headers={"Retry-After": "3600"}, payload={"message": "slow"})
+    async with make_client(fake_sleep, max_retry_after=30) as dots:
+        with pytest.raises(aiodots.RateLimitError) as caught:
+            await dots.flows.create(steps=["compliance"])
+    assert caught.value.retry_after == 3600
+    assert attempts(mocked, "POST", FLOWS) == 1
+    assert fake_sleep.waits == []
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+async def test_client_errors_are_never_retried(
+    status: int, client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.get(FLOW_URL, status=status, repeat=True)
+    with pytest.raises(aiodots.APIError):
+        await client.flows.retrieve("f1")
+    assert attempts(mocked, "GET", FLOW_URL) == 1
+
+
+@pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
+async def test_reads_retry_every_retryable_status(
+    status: int, client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.get(FLOW_URL, status=status)
+    mocked.get(FLOW_URL, payload=flow_json())
+    await client.flows.retrieve("f1")
+    assert attempts(mocked, "GET", FLOW_URL) == 2
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+async def test_a_flow_create_is_not_repeated_after_a_status_that_may_follow_processing(
+    status: int, client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.post(FLOWS, status=status, repeat=True)
+    with pytest.raises(aiodots.ServerError):
+        await client.flows.create(steps=["compliance"])
+    assert attempts(mocked, "POST", FLOWS) == 1
+
+
+@pytest.mark.parametrize("status", [408, 429, 503])
+async def test_a_flow_create_is_repeated_after_a_status_that_proves_no_processing(
+    status: int, client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.post(FLOWS, status=status)
+    mocked.post(FLOWS, payload=flow_json())
+    await client.flows.create(steps=["compliance"])
+    assert attempts(mocked, "POST", FLOWS) == 2
+
+
+async def test_a_flow_create_is_retried_when_the_connection_could_not_be_opened(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    key = aiohttp.client_reqrep.ConnectionKey("api.dots.dev", 443, True, True, None, None, None)
+    mocked.post(FLOWS, exception=aiohttp.ClientConnectorError(key, OSError(111, "refused")))
+    mocked.post(FLOWS, payload=flow_json())
+    await client.flows.create(steps=["compliance"])
+    assert attempts(mocked, "POST", FLOWS) == 2
+
+
+async def test_a_flow_create_is_not_retried_after_the_server_dropped_the_connection(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.post(FLOWS, exception=aiohttp.ServerDisconnectedError())
+    mocked.post(FLOWS, payload=flow_json())
+    with pytest.raises(aiodots.APIConnectionError, match="ServerDisconnectedError"):
+        await client.flows.create(steps=["compliance"])
+    assert attempts(mocked, "POST", FLOWS) == 1
+
+
+async def test_a_read_is_retried_after_a_dropped_connection_and_a_timeout(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.get(FLOW_URL, exception=aiohttp.ServerDisconnectedError())
+    mocked.get(FLOW_URL, exception=TimeoutError())
+    mocked.get(FLOW_URL, payload=flow_json())
+    await client.flows.retrieve("f1")
+    assert attempts(mocked, "GET", FLOW_URL) == 3
+    assert client.stats.connection_errors == 2
+
+
+async def test_a_timeout_surfaces_as_api_timeout_error(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.get(FLOW_URL, exception=TimeoutError(), repeat=True)
+    with pytest.raises(aiodots.APITimeoutError):
+        await client.flows.retrieve("f1", max_retries=1)
+    assert attempts(mocked, "GET", FLOW_URL) == 2
+
+
+async def test_max_retries_can_be_overridden_per_call(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.get(FLOW_URL, status=503, repeat=True)
+    with pytest.raises(aiodots.ServerError):
+        await client.flows.retrieve("f1", max_retries=0)
+    assert attempts(mocked, "GET", FLOW_URL) == 1
+    with pytest.raises(aiodots.ServerError):
+        await client.flows.retrieve("f1", max_retries=5)
+    assert attempts(mocked, "GET", FLOW_URL) == 1 + 6
+
+
+async def test_a_deadline_stops_retrying_before_the_wait_would_pass_it(
+    mocked: aioresponses.aioresponses, fake_sleep: FakeSleep
+) -> None:
+    policy = aiodots.RetryPolicy(max_retries=10, backoff_initial=1.0, rand=lambda: 1.0)
+    mocked.get(FLOW_URL, status=503, headers={"Retry-After": "5"}, repeat=True)
+    async with make_client(fake_sleep, retry_policy=policy) as dots:
+        with pytest.raises(aiodots.ServerError):
+            await dots.flows.retrieve("f1", deadline=2.0)
+    assert attempts(mocked, "GET", FLOW_URL) == 1
+    assert fake_sleep.waits == []
+
+
+async def test_the_retry_budget_stops_retries_during_an_outage_and_refills_on_success(
+    mocked: aioresponses.aioresponses, fake_sleep: FakeSleep
+) -> None:
+    budget = aiodots.RetryBudget(capacity=10, retry_cost=5, success_refill=5)
+    mocked.get(FLOW_URL, status=503, repeat=True)
+    async with make_client(fake_sleep, retry_budget=budget, max_retries=3) as dots:
+        with pytest.raises(aiodots.ServerError):
+            await dots.flows.retrieve("f1")  # 1 + 2 retries: spends all 10
+        assert attempts(mocked, "GET", FLOW_URL) == 3
+        with pytest.raises(aiodots.ServerError):
+            await dots.flows.retrieve("f1")  # budget empty: fails at once
+        assert attempts(mocked, "GET", FLOW_URL) == 4
+        assert dots.stats.budget_exhausted == 2
+        assert budget.tokens == 0
+        mocked.clear()
+        mocked.get(FLOW_URL, payload=flow_json())
+        await dots.flows.retrieve("f1")
+        assert budget.tokens == 5
