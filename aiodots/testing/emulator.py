@@ -132,7 +132,10 @@ class DotsEmulator:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> DotsEmulator:
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        # A test server stops at once: in-flight handlers (a latency fault) are cancelled.
+        runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, backlog=1024)
         await site.start()

@@ -1,0 +1,298 @@
+"""The emulator's own behaviour, seen through raw aiohttp (not the client under test)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
+
+pytest_plugins = ["pytester"]
+
+USER = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+
+
+class Raw:
+    """A bare aiohttp caller with the emulator's credentials."""
+
+    def __init__(self, emulator: DotsEmulator, session: aiohttp.ClientSession) -> None:
+        token = base64.b64encode(f"{emulator.client_id}:{emulator.api_key}".encode()).decode()
+        self.auth = f"Basic {token}"
+        self.base = emulator.base_url
+        self.session = session
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, auth: str | None = None,
+        raw_body: bytes | None = None, params: dict[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        headers = {"Authorization": auth if auth is not None else self.auth}
+        data = raw_body if raw_body is not None else (
+            None if body is None else json.dumps(body).encode()
+        )
+        async with self.session.request(
+            method, self.base + path, data=data, headers=headers, params=params
+        ) as response:
+            text = await response.text()
+            try:
+                decoded = json.loads(text)
+            except ValueError:
+                decoded = text
+            return response.status, decoded, dict(response.headers)
+
+
+@pytest.fixture
+async def raw(dots_emulator: DotsEmulator) -> AsyncIterator[Raw]:
+    async with aiohttp.ClientSession() as session:
+        yield Raw(dots_emulator, session)
+
+
+async def test_create_then_retrieve_a_flow(raw: Raw, dots_emulator: DotsEmulator) -> None:
+    status, flow, _ = await raw.call(
+        "POST", "/v2/flows",
+        {"steps": ["compliance", {"name": "redirect", "redirect_url": "https://a.io/x"}],
+         "user_id": USER, "metadata": {"k": "v"}},
+    )
+    assert status == 200
+    assert flow["steps"] == ["compliance", "redirect"]
+    assert flow["user_id"] == USER
+    assert flow["link"].endswith(flow["id"])
+    assert flow["created"].endswith("Z")
+    status, again, _ = await raw.call("GET", f"/v2/flows/{flow['id']}")
+    assert (status, again) == (200, flow)
+    assert dots_emulator.stats.created == 1
+    assert dots_emulator.stats.created_per_user[USER] == 1
+
+
+async def test_unknown_flow_is_404_in_json(raw: Raw) -> None:
+    status, body, _ = await raw.call("GET", "/v2/flows/nope")
+    assert status == 404
+    assert body == {"error_code": "not-found", "message": "flow not found"}
+
+
+@pytest.mark.parametrize(
+    ("auth", "problem"),
+    [
+        ("", "missing Authorization header"),
+        ("Bearer abc", "Basic scheme"),
+        ("Basic !!!", "malformed"),
+        ("Basic " + base64.b64encode(b"emulator-client-id:wrong").decode(), "invalid client id"),
+    ],
+)
+async def test_bad_credentials_are_401(raw: Raw, dots_emulator: DotsEmulator, auth: str,
+                                       problem: str) -> None:
+    status, body, _ = await raw.call("POST", "/v2/flows", {"steps": ["payout"]}, auth=auth)
+    assert status == 401
+    assert problem in body["message"]
+    assert dots_emulator.stats.created == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({}, "'steps' is required"),
+        ({"steps": []}, "'steps' is required"),
+        ({"steps": ["bogus"]}, "'bogus' is not a valid step"),
+        ({"steps": ["redirect"]}, "redirect_url"),
+        ({"steps": [{"name": "redirect"}]}, "redirect_url"),
+        ({"steps": [{"name": "redirect", "redirect_url": "nope"}]}, "redirect_url"),
+        ({"steps": ["payout", "payout"]}, "must not repeat"),
+        ({"steps": ["payout"], "user_id": "x"}, "UUID"),
+        ({"steps": ["payout"], "require_auth": "yes"}, "boolean"),
+        ({"steps": ["payout"], "metadata": 3}, "'metadata'"),
+        ({"steps": ["payout"], "colour": "red"}, "unknown field"),
+        ([1, 2], "JSON object"),
+    ],
+)
+async def test_invalid_bodies_are_400_with_the_reason(
+    raw: Raw, dots_emulator: DotsEmulator, body: Any, problem: str
+) -> None:
+    status, answer, _ = await raw.call("POST", "/v2/flows", body)
+    assert status == 400
+    assert answer["error_code"] == "invalid-input"
+    assert problem in answer["message"]
+    assert dots_emulator.stats.created == 0
+
+
+async def test_a_body_that_is_not_json_is_400(raw: Raw) -> None:
+    status, answer, _ = await raw.call("POST", "/v2/flows", raw_body=b"{nope")
+    assert status == 400
+    assert "not valid JSON" in answer["message"]
+
+
+async def test_list_pages_newest_first_with_both_cursors(raw: Raw) -> None:
+    ids = []
+    for _ in range(5):
+        ids.append((await raw.call("POST", "/v2/flows", {"steps": ["payout"]}))[1]["id"])
+    newest_first = ids[::-1]
+    _, page, _ = await raw.call("GET", "/v2/flows", params={"limit": "2"})
+    assert [f["id"] for f in page["data"]] == newest_first[:2]
+    assert page["has_more"] is True
+    _, page, _ = await raw.call(
+        "GET", "/v2/flows", params={"limit": "2", "starting_after": newest_first[3]}
+    )
+    assert [f["id"] for f in page["data"]] == newest_first[4:]
+    assert page["has_more"] is False
+    _, page, _ = await raw.call(
+        "GET", "/v2/flows", params={"limit": "2", "ending_before": newest_first[3]}
+    )
+    assert [f["id"] for f in page["data"]] == newest_first[1:3]
+    assert page["has_more"] is True
+    status, _, _ = await raw.call("GET", "/v2/flows", params={"limit": "101"})
+    assert status == 400
+
+
+async def test_fail_next_answers_the_status_without_processing(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    dots_emulator.fail_next(2, status=503, retry_after="3")
+    for _ in range(2):
+        status, body, headers = await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+        assert status == 503
+        assert headers["Retry-After"] == "3"
+        assert body["error_code"] == "service-unavailable"
+    status, _, _ = await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+    assert status == 200
+    assert dots_emulator.stats.created == 1
+    assert dots_emulator.stats.by_status == {503: 2, 200: 1}
+
+
+async def test_html_502_and_truncated_bodies(raw: Raw, dots_emulator: DotsEmulator) -> None:
+    dots_emulator.fail_next(status=502, body="html")
+    status, body, headers = await raw.call("GET", "/v2/flows")
+    assert status == 502
+    assert headers["Content-Type"].startswith("text/html")
+    assert "<title>502 Bad Gateway</title>" in body
+    dots_emulator.truncate_next()
+    status, body, _ = await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+    assert status == 200
+    assert isinstance(body, str)
+    with pytest.raises(ValueError):
+        json.loads(body)
+    assert dots_emulator.stats.created == 1  # processed, then cut: the dangerous case
+
+
+async def test_reset_next_drops_the_connection_before_processing(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    dots_emulator.reset_next()
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+    assert dots_emulator.stats.resets == 1
+    assert dots_emulator.stats.created == 0
+    status, _, _ = await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+    assert status == 200
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date", "none"])
+async def test_server_rate_limit_answers_429_after_the_burst(
+    raw: Raw, dots_emulator: DotsEmulator, form: str
+) -> None:
+    dots_emulator.set_faults(
+        FaultPlan(rate_limit=ServerRateLimit(rate=1, burst=3, retry_after=form))  # type: ignore[arg-type]
+    )
+    statuses = []
+    for _ in range(5):
+        status, _, headers = await raw.call("GET", "/v2/flows")
+        statuses.append(status)
+    assert statuses == [200, 200, 200, 429, 429]
+    if form == "seconds":
+        assert headers["Retry-After"] == "1"
+    elif form == "http-date":
+        assert parsedate_to_datetime(headers["Retry-After"]).tzinfo is not None
+    else:
+        assert "Retry-After" not in headers
+
+
+async def test_random_errors_follow_the_rate_and_the_seed(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    dots_emulator.set_faults(FaultPlan(error_rate=0.5, error_status=500, seed=7))
+    statuses = [(await raw.call("GET", "/v2/flows"))[0] for _ in range(200)]
+    assert 60 < statuses.count(500) < 140
+    assert set(statuses) == {200, 500}
+
+
+async def test_latency_is_added_before_answering(raw: Raw, dots_emulator: DotsEmulator) -> None:
+    dots_emulator.set_faults(FaultPlan(latency=0.2))
+    started = time.monotonic()
+    await raw.call("GET", "/v2/flows")
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_counters_and_the_last_request_are_recorded(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    await asyncio.gather(*(raw.call("POST", "/v2/flows", {"steps": ["payout"]}) for _ in range(5)))
+    await raw.call("GET", "/v2/flows/unknown")
+    stats = dots_emulator.stats
+    assert stats.requests == 6
+    assert stats.by_route == {"POST /api/v2/flows": 5, "GET /api/v2/flows/{flow_id}": 1}
+    assert stats.by_status == {200: 5, 404: 1}
+    assert stats.last_request.method == "GET"
+    assert stats.last_requests[0].json() == {"steps": ["payout"]}
+    assert stats.max_in_flight >= 1
+    assert stats.in_flight == 0
+
+
+async def test_the_plugin_client_is_wired_to_the_plugin_emulator(
+    dots_client: Any, dots_emulator: DotsEmulator
+) -> None:
+    flow = await dots_client.flows.create(steps=["compliance"])
+    assert dots_emulator.flows[flow.id]["steps"] == ["compliance"]
+
+
+def test_standalone_emulator_prints_its_url_and_serves(tmp_path: Any) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aiodots.testing", "--port", "0", "--rate-limit", "50"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("DOTS_BASE_URL=http://127.0.0.1:")
+        base_url = line.split("=", 1)[1]
+
+        async def one_call() -> int:
+            token = base64.b64encode(b"emulator-client-id:emulator-api-key").decode()
+            async with aiohttp.ClientSession() as session, session.post(
+                f"{base_url}/v2/flows", json={"steps": ["payout"]},
+                headers={"Authorization": f"Basic {token}"},
+            ) as response:
+                return response.status
+
+        assert asyncio.run(one_call()) == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "created 1 flows" in err
+    assert proc.returncode == 0
+
+
+def test_a_users_suite_gets_the_fixtures_from_the_installed_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import aiodots
+        async def test_user(dots_client, dots_emulator):
+            flow = await dots_client.flows.create(steps=["compliance"])
+            assert dots_emulator.stats.created == 1
+            dots_emulator.fail_next(1, status=503)
+            await dots_client.flows.retrieve(flow.id)
+            assert dots_emulator.stats.by_status[503] == 1
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
+    result.assert_outcomes(passed=1)
