@@ -21,6 +21,8 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
+from .errors import ValidationError
+
 __all__ = ["Batch", "BatchItem", "BatchSummary"]
 
 Req = TypeVar("Req")
@@ -86,7 +88,7 @@ class Batch(Generic[Req, Res]):
         retry_counter: Callable[[], int] | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
+            raise ValidationError(f"concurrency must be a positive integer, not {concurrency!r}")
         self._sync_inputs: Iterator[Any] | None = None
         self._async_inputs: AsyncIterator[Any] | None = None
         if isinstance(inputs, AsyncIterable):
