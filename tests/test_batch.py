@@ -197,12 +197,16 @@ async def test_an_error_raised_by_the_input_surfaces_after_what_was_in_flight(
             yield {"steps": ["payout"]}
         raise RuntimeError("the spreadsheet is corrupt")
 
-    seen = 0
-    with pytest.raises(RuntimeError, match="spreadsheet"):
+    seen: list[aiodots.BatchItem[Any, Any]] = []
+
+    async def consume() -> None:
         async for item in dots_client.flows.create_many(requests(), concurrency=3):
-            assert item.ok
-            seen += 1
-    assert seen == 5
+            seen.append(item)
+
+    with pytest.raises(RuntimeError, match="spreadsheet"):
+        await consume()
+    assert len(seen) == 5
+    assert all(item.ok for item in seen)
     assert dots_emulator.stats.created == 5
 
 
