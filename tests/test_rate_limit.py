@@ -1,0 +1,280 @@
+"""The shared limiter: ceilings, the shared pause, adaptation, and the emulator's view."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any
+
+import pytest
+
+import aiodots
+from aiodots.ratelimit import AdaptiveRateLimiter, RateLimit
+from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
+
+from .conftest import FakeSleep
+
+# -- the limiter alone, on a virtual clock ----------------------------------------------
+
+
+def limiter(
+    clock: FakeSleep, ceiling: RateLimit | None = None, **kwargs: Any
+) -> AdaptiveRateLimiter:
+    return AdaptiveRateLimiter(ceiling, clock=clock.now, sleep=clock, **kwargs)
+
+
+async def test_unthrottled_acquire_never_waits(fake_sleep: FakeSleep) -> None:
+    lim = limiter(fake_sleep)
+    assert [await lim.acquire() for _ in range(1000)] == [0.0] * 1000
+    assert fake_sleep.waits == []
+
+
+async def test_a_ceiling_is_never_exceeded_by_concurrent_callers(fake_sleep: FakeSleep) -> None:
+    lim = limiter(fake_sleep, RateLimit(10, burst=3))
+    starts: list[float] = []
+
+    async def call() -> None:
+        await lim.acquire()
+        starts.append(fake_sleep.now())
+
+    await asyncio.gather(*(call() for _ in range(53)))
+    assert len(starts) == 53
+    t0 = starts[0]
+    assert starts[-1] - t0 == pytest.approx(5.0, abs=0.01)  # 3 at once, then 50 at 10/s
+    for i, start in enumerate(starts):
+        in_window = [s for s in starts if start <= s < start + 1.0]
+        assert len(in_window) <= 10 + 3, (i, len(in_window))
+
+
+async def test_a_429_with_retry_after_pauses_every_caller(fake_sleep: FakeSleep) -> None:
+    lim = limiter(fake_sleep, adaptive=False)
+    lim.on_response(429, lim.now(), 5.0)
+    starts: list[float] = []
+
+    async def call() -> None:
+        await lim.acquire()
+        starts.append(fake_sleep.now())
+
+    began = fake_sleep.now()
+    await asyncio.gather(*(call() for _ in range(20)))
+    assert min(starts) - began == pytest.approx(5.0)
+    assert len(fake_sleep.waits) == 1  # only the head of the queue sleeps
+    assert lim.rate is None  # adaptation off: the pause is all
+
+
+async def test_first_429_throttles_then_recovers_holds_and_probes(fake_sleep: FakeSleep) -> None:
+    lim = limiter(fake_sleep)
+    for _ in range(50):  # 50 successes over 0.25 s, then a 429
+        lim.on_response(200, lim.now(), None)
+        fake_sleep.clock += 0.005
+    lim.on_response(429, lim.now() - 0.001, None)
+    assert lim.rate is not None
+    start = lim.rate
+    # 429s from requests sent before the cut are echoes: no second cut
+    lim.on_response(429, lim.now() - 0.001, None)
+    assert lim.rate == start
+    # slow start: the rate doubles every 0.25 s while successes come back
+    fake_sleep.clock += 0.5
+    lim.on_response(200, lim.now(), None)
+    assert lim.rate == pytest.approx(start * 4)
+    # a 429 sent after the cut: cut to beta of what the server was measured to accept
+    lim.on_response(429, lim.now(), None)
+    cut = lim.rate
+    assert cut is not None
+    assert cut < start * 4
+    # recovery to just under the last good rate, then a hold, then probing upwards
+    for step in range(40):
+        fake_sleep.clock += 0.5
+        lim.on_response(200, lim.now(), None)
+        rate = lim.rate
+        assert rate is not None
+        if step == 4:
+            held = rate
+        if 5 <= step <= 19:
+            assert rate == held
+    assert rate > held
+
+
+async def test_adaptation_never_exceeds_a_ceiling(fake_sleep: FakeSleep) -> None:
+    lim = limiter(fake_sleep, RateLimit(50))
+    lim.on_response(429, lim.now(), None)
+    assert lim.rate == pytest.approx(45.0)
+    for _ in range(100):
+        fake_sleep.clock += 1.0
+        lim.on_response(200, lim.now(), None)
+    assert lim.rate == 50.0
+
+
+async def test_a_cancelled_waiter_does_not_stall_the_queue() -> None:
+    lim = AdaptiveRateLimiter(RateLimit(20))
+    await lim.acquire()
+    first = asyncio.create_task(lim.acquire())
+    second = asyncio.create_task(lim.acquire())
+    await asyncio.sleep(0)
+    first.cancel()
+    waited = await asyncio.wait_for(second, timeout=1.0)
+    assert waited < 0.2
+    assert first.cancelled()
+    assert not lim._waiters
+
+
+# -- through the emulator ---------------------------------------------------------------
+
+
+def client_for(emulator: DotsEmulator, **kwargs: Any) -> aiodots.Client:
+    return aiodots.Client(**emulator.credentials, base_url=emulator.base_url, **kwargs)
+
+
+async def test_many_creates_settle_near_the_server_limit_with_few_429s(
+    dots_emulator: DotsEmulator,
+) -> None:
+    rate, n = 100, 300
+    dots_emulator.set_faults(
+        FaultPlan(rate_limit=ServerRateLimit(rate=rate, burst=10, retry_after="none"))
+    )
+    async with client_for(dots_emulator, max_retries=10) as dots:
+        started = time.monotonic()
+        items = [i async for i in dots.flows.create_many(
+            ({"steps": ["payout"]} for _ in range(n)), concurrency=10
+        )]
+        elapsed = time.monotonic() - started
+        assert all(i.ok for i in items)
+        assert dots_emulator.stats.created == n
+        assert dots.stats.rate_limited / dots.stats.requests < 0.1
+        assert n / rate * 0.8 <= elapsed <= n / rate * 1.6
+
+
+async def test_a_client_rate_limit_below_the_servers_causes_no_429(
+    dots_emulator: DotsEmulator,
+) -> None:
+    dots_emulator.set_faults(FaultPlan(rate_limit=ServerRateLimit(rate=100, burst=5)))
+    async with client_for(dots_emulator, rate_limit=80) as dots:
+        started = time.monotonic()
+        async for item in dots.flows.create_many([{"steps": ["payout"]}] * 120, concurrency=50):
+            assert item.ok
+        elapsed = time.monotonic() - started
+    assert dots_emulator.stats.by_status == {200: 120}
+    assert elapsed >= 119 / 80 * 0.95
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_retry_after_holds_every_caller_until_it_has_passed(
+    dots_emulator: DotsEmulator, form: str
+) -> None:
+    dots_emulator.set_faults(
+        FaultPlan(rate_limit=ServerRateLimit(rate=1000, burst=5, retry_after=form))  # type: ignore[arg-type]
+    )
+    async with client_for(dots_emulator, max_retries=5) as dots:
+        items = [i async for i in dots.flows.create_many([{"steps": ["payout"]}] * 30,
+                                                         concurrency=30)]
+    assert all(i.ok for i in items)
+    assert dots_emulator.stats.created == 30
+    arrivals = sorted(dots_emulator.stats.arrivals)
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    # one shared pause of at least a second, not 25 tasks each firing again at once
+    assert max(gaps) >= 0.95
+    assert sum(1 for g in gaps if g >= 0.5) <= 2
+
+
+async def test_a_too_long_retry_after_fails_fast(dots_emulator: DotsEmulator) -> None:
+    dots_emulator.fail_next(status=429, retry_after="120")
+    async with client_for(dots_emulator, max_retry_after=30) as dots:
+        started = time.monotonic()
+        with pytest.raises(aiodots.RateLimitError) as caught:
+            await dots.flows.create(steps=["payout"])
+        assert time.monotonic() - started < 0.5
+    assert caught.value.retry_after == 120
+    assert dots_emulator.stats.requests == 1
+
+
+async def test_during_an_outage_the_retry_budget_stops_the_retry_storm(
+    dots_emulator: DotsEmulator,
+) -> None:
+    dots_emulator.set_faults(FaultPlan(error_rate=1.0, error_status=503))
+    policy = aiodots.RetryPolicy(max_retries=3, backoff_initial=0.001, backoff_max=0.002)
+    async with client_for(dots_emulator, retry_policy=policy) as dots:
+        items = [i async for i in dots.flows.create_many(
+            [{"steps": ["payout"]}] * 200, concurrency=20
+        )]
+        assert not any(i.ok for i in items)
+        # without a budget: 200 * 4 = 800 requests; the default budget covers 100 retries
+        assert dots_emulator.stats.requests <= 200 + 100
+        assert dots.stats.budget_exhausted > 0
+        assert dots.retry_budget is not None
+        assert dots.retry_budget.tokens < 5
+
+
+async def test_a_deadline_bounds_the_whole_call_across_attempts(
+    dots_emulator: DotsEmulator,
+) -> None:
+    dots_emulator.set_faults(FaultPlan(latency=0.3, error_rate=1.0, error_status=503))
+    policy = aiodots.RetryPolicy(max_retries=50, backoff_initial=0.05, backoff_max=0.1)
+    async with client_for(dots_emulator, retry_policy=policy) as dots:
+        started = time.monotonic()
+        with pytest.raises((aiodots.ServerError, aiodots.APITimeoutError)):
+            await dots.flows.retrieve("f1", deadline=1.0)
+        assert time.monotonic() - started < 1.3
+
+
+async def test_cancelling_a_call_held_by_a_pause_leaves_nothing_behind(
+    dots_emulator: DotsEmulator,
+) -> None:
+    async with client_for(dots_emulator) as dots:
+        dots.limiter.on_response(429, dots.limiter.now(), 30.0)
+        task = asyncio.create_task(dots.flows.create(steps=["payout"]))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert isinstance(dots.limiter, AdaptiveRateLimiter)
+        assert not dots.limiter._waiters
+    assert dots_emulator.stats.requests == 0
+
+
+async def test_counters_and_debug_logs_show_waits_and_429s(
+    dots_emulator: DotsEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiodots")
+    dots_emulator.fail_next(status=429, retry_after="1")
+    async with client_for(dots_emulator) as dots:
+        await dots.flows.create(steps=["payout"])
+        stats = dots.stats.snapshot()
+    assert stats.rate_limited == 1
+    assert stats.retries == 1
+    assert stats.requests == 2
+    assert stats.backoff_wait_seconds == pytest.approx(1.0)
+    text = caplog.text
+    assert "-> 429 (attempt 1" in text
+    assert "retrying in 1.000s" in text
+
+
+class CountingLimiter:
+    """A stand-in for a shared (Redis) limiter: the transport only needs the protocol."""
+
+    def __init__(self) -> None:
+        self.acquired = 0
+        self.statuses: list[int] = []
+
+    async def acquire(self) -> float:
+        self.acquired += 1
+        return 0.0
+
+    def on_response(self, status: int, sent_at: float, retry_after: float | None) -> None:
+        self.statuses.append(status)
+
+    def now(self) -> float:
+        return time.monotonic()
+
+
+async def test_another_limiter_plugs_in_without_touching_the_transport(
+    dots_emulator: DotsEmulator,
+) -> None:
+    counting = CountingLimiter()
+    assert isinstance(counting, aiodots.RateLimiter)
+    dots_emulator.fail_next(status=503)
+    async with client_for(dots_emulator, rate_limiter=counting) as dots:
+        await dots.flows.create(steps=["payout"])
+    assert counting.acquired == 2
+    assert counting.statuses == [503, 200]
