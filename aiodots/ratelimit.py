@@ -145,14 +145,14 @@ class AdaptiveRateLimiter:
 
     def _leave(self, waiter: asyncio.Future[None]) -> None:
         if self._waiters and self._waiters[0] is waiter:
-            self._waiters.popleft()
+            del self._waiters[0]
             # Hand the head of the queue on to the next caller still waiting.
             while self._waiters:
                 head = self._waiters[0]
                 if not head.done():
                     head.set_result(None)
                     return
-                self._waiters.popleft()
+                del self._waiters[0]
         else:
             # Cancelled while still queued.
             with contextlib.suppress(ValueError):
