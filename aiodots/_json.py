@@ -19,7 +19,10 @@ except ImportError:  # pragma: no cover - depends on the environment
     def dumps(value: Any) -> bytes:
         return _encoder.encode(value).encode()
 
-    loads = json.loads
+    def loads(raw: bytes) -> Any:
+        # Decoding first skips json.loads' encoding sniffing; the API sends UTF-8.
+        return json.loads(raw.decode("utf-8"))
+
 else:
     dumps = orjson.dumps
     loads = orjson.loads

@@ -113,13 +113,20 @@ class Batch(Generic[Req, Res]):
         self._next_due = 0
         self._window_moved = asyncio.Event()
         self._started_at = 0.0
+        self._finished_at = 0.0
         self._summary = BatchSummary()
         self._iterating = False
         self._closed = False
 
     @property
     def summary(self) -> BatchSummary:
-        return self._summary
+        """The running totals; `elapsed` and `retries` are brought up to date on read."""
+        summary = self._summary
+        if self._started_at:
+            summary.elapsed = (self._finished_at or time.monotonic()) - self._started_at
+        if self._retry_counter is not None:
+            summary.retries = self._retry_counter() - self._retries_at_start
+        return summary
 
     # -- consumer side --------------------------------------------------------------------
 
@@ -179,6 +186,7 @@ class Batch(Generic[Req, Res]):
             if self._error is not None:
                 raise self._error
         finally:
+            self._finished_at = time.monotonic()
             await self.aclose()
 
     def _count(self, item: BatchItem[Req, Res]) -> None:
@@ -188,11 +196,8 @@ class Batch(Generic[Req, Res]):
             summary.succeeded += 1
         else:
             summary.failed += 1
-        summary.elapsed = time.monotonic() - self._started_at
-        if self._retry_counter is not None:
-            summary.retries = self._retry_counter() - self._retries_at_start
         if self._on_progress is not None:
-            self._on_progress(summary)
+            self._on_progress(self.summary)
 
     # -- worker side ----------------------------------------------------------------------
 

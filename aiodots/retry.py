@@ -180,5 +180,7 @@ class RetryBudget:
 
     def on_success(self, spent: int = 0) -> None:
         """A call succeeded: give back what its retries spent, or the per-success refill."""
+        if not spent and self._tokens >= self.capacity:
+            return  # the common case: a full bucket, nothing to refill, no lock to take
         with self._lock:
             self._tokens = min(self.capacity, self._tokens + (spent or self.success_refill))

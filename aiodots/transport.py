@@ -80,16 +80,31 @@ class ClientStats:
         return attrs.evolve(self)
 
 
-@attrs.frozen
 class _Request:
-    method: str
-    path: str
-    url: str
-    headers: Mapping[str, str]
-    data: bytes | None
-    params: Mapping[str, str] | None
-    timeout: aiohttp.ClientTimeout
-    deadline_at: float | None
+    """One logical call's fixed parts, shared by its attempts. A plain slots class: it is
+    built once per call on the hot path, where a frozen attrs class costs more."""
+
+    __slots__ = ("data", "deadline_at", "headers", "method", "params", "path", "timeout", "url")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        url: str,
+        headers: Mapping[str, str],
+        data: bytes | None,
+        params: Mapping[str, str] | None,
+        timeout: aiohttp.ClientTimeout,
+        deadline_at: float | None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.url = url
+        self.headers = headers
+        self.data = data
+        self.params = params
+        self.timeout = timeout
+        self.deadline_at = deadline_at
 
 
 class Transport:
@@ -147,17 +162,16 @@ class Transport:
         headers = self._headers_get if data is None else self._headers_body
         if options is not None and options.headers:
             headers = {**headers, **options.headers}
-        started = time.monotonic()
         request = _Request(
-            method=method,
-            path=path,
-            url=self._base_url + path,
-            headers=headers,
-            data=data,
-            params=params,
-            timeout=self._timeout if options is None or options.timeout is None
+            method,
+            path,
+            self._base_url + path,
+            headers,
+            data,
+            params,
+            self._timeout if options is None or options.timeout is None
             else aiohttp.ClientTimeout(total=options.timeout),
-            deadline_at=None if policy.deadline is None else started + policy.deadline,
+            None if policy.deadline is None else time.monotonic() + policy.deadline,
         )
         self._stats.calls += 1
         try:
@@ -267,7 +281,6 @@ class Transport:
             ) as response:
                 raw = await response.read()
                 status = response.status
-                headers = response.headers
         except TimeoutError as exc:
             self._stats.connection_errors += 1
             raise APITimeoutError(
@@ -305,9 +318,10 @@ class Transport:
                 raise InvalidResponseError(
                     f"the response body is not valid JSON: {text!r}",
                     status=status, method=request.method, path=request.path,
-                    body=text, headers=dict(headers),
+                    body=text, headers=dict(response.headers),
                 ) from exc
 
+        headers = response.headers  # read only on the error path: success never needs it
         retry_after = None
         if status in (429, 503):
             retry_after = parse_retry_after(headers.get("Retry-After"))

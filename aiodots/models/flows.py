@@ -36,6 +36,7 @@ class Step(enum.StrEnum):
 
 
 _KNOWN_STEPS = ", ".join(s.value for s in Step)
+_STEP_BY_NAME = {s.value: s for s in Step}
 # The pattern Dots' OpenAPI document gives for `redirect_url`, anchored.
 _REDIRECT_URL = re.compile(
     r"https?://(www\.)?[-a-zA-Z0-9@:%._+~#=]{1,256}\.[a-zA-Z0-9()]{1,6}\b"
@@ -48,10 +49,9 @@ def to_step(value: object) -> Step:
     if isinstance(value, Step):
         return value
     if isinstance(value, str):
-        try:
-            return Step(value)
-        except ValueError:
-            pass
+        step = _STEP_BY_NAME.get(value)
+        if step is not None:
+            return step
         raise ValidationError(f"unknown step {value!r}; known steps: {_KNOWN_STEPS}")
     raise ValidationError(f"a step name must be a string, not {type(value).__name__}")
 
