@@ -57,7 +57,8 @@ class AdaptiveRateLimiter:
       `SLOW_START_DOUBLING` seconds) until the next 429, then a multiplicative cut to
       `beta` of the rate that was refused.
     - After each cut the rate climbs back (concave, over `RECOVERY`) to just under the
-      last good rate, holds there for `HOLD` seconds, then probes upwards slowly in
+      last good rate, holds there for `HOLD` seconds (longer when the server makes 429s
+      cost a Retry-After pause), then probes upwards slowly in
       case the server's limit has risen. A long job so spends most of its time just
       under the server's limit, and meets a 429 once per probe.
     - A 429 with Retry-After starts a pause that every caller of this limiter honours.
@@ -73,6 +74,12 @@ class AdaptiveRateLimiter:
     PROBE = 0.02  # growth while probing: PROBE * rate * seconds**2
     WINDOW = 1.0  # seconds of successes that measure the accepted rate
     MIN_MEASURE = 0.2  # the shortest span a measured rate is trusted over
+    # Right after a pause the server's bucket is full again, and what it lets through
+    # then overstates its rate: measuring starts this long after a pause ends.
+    SETTLE = 0.25
+    # A probe that meets a 429 with Retry-After costs that whole pause: after pauses of
+    # P seconds, hold PAUSE_HOLD * P seconds longer before probing.
+    PAUSE_HOLD = 20.0
 
     def __init__(
         self,
@@ -106,6 +113,7 @@ class AdaptiveRateLimiter:
         self._w_max = 0.0
         self._ok_times: deque[float] = deque()
         self._first_ok_at: float | None = None
+        self._last_pause = 0.0
         self.decreases = 0
 
     # -- introspection ------------------------------------------------------------------
@@ -204,6 +212,7 @@ class AdaptiveRateLimiter:
                 self._decrease(now)
             if retry_after is not None and retry_after > 0:
                 self._pause_until = max(self._pause_until, now + retry_after)
+                self._last_pause = retry_after
             return
         if status < 500 and self._adaptive:
             now = self._clock()
@@ -225,7 +234,7 @@ class AdaptiveRateLimiter:
         (not a pause); None while that time is too short to say anything."""
         if self._first_ok_at is None:
             return None
-        start = max(now - self.WINDOW, self._first_ok_at, self._pause_until)
+        start = max(now - self.WINDOW, self._first_ok_at, self._pause_until + self.SETTLE)
         span = now - start
         if span < self.MIN_MEASURE:
             return None
@@ -259,13 +268,14 @@ class AdaptiveRateLimiter:
         else:
             w = self._w_max
             plateau = self.PLATEAU * w
+            hold_until = self.RECOVERY + self.HOLD + self.PAUSE_HOLD * self._last_pause
             if t < self.RECOVERY:
                 gap = plateau - self._beta * w
                 target = plateau - gap * (1 - t / self.RECOVERY) ** 3
-            elif t < self.RECOVERY + self.HOLD:
+            elif t < hold_until:
                 target = plateau
             else:
-                probing = t - self.RECOVERY - self.HOLD
+                probing = t - hold_until
                 target = plateau + self.PROBE * w * probing**2
         target = self._bounded(target)
         if self._rate is None or target > self._rate:

@@ -1,0 +1,5 @@
+"""`python -m aiodots`: the command line (needs the `cli` extra)."""
+
+from .cli import main
+
+main(prog_name="aiodots")

@@ -1,0 +1,237 @@
+"""The command line through its real entry point (`python -m aiodots`), against the
+emulator running in the test's own loop (so subprocesses are awaited, never blocking)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiodots.testing import DotsEmulator, FaultPlan
+
+pytestmark = pytest.mark.slow
+
+
+async def run_cli(
+    emulator: DotsEmulator | None, *args: str, stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DOTS_")}
+    if emulator is not None:
+        environment.update(
+            DOTS_CLIENT_ID=emulator.client_id, DOTS_API_KEY=emulator.api_key,
+            DOTS_BASE_URL=emulator.base_url,
+        )
+    environment.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiodots", *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=environment,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def final_outcomes(path: Path) -> dict[int, dict[str, Any]]:
+    outcome: dict[int, dict[str, Any]] = {}
+    for record in records(path):
+        outcome[record["row"]] = record
+    return outcome
+
+
+async def test_flows_create_and_get_print_the_flow_as_json(dots_emulator: DotsEmulator) -> None:
+    code, out, _ = await run_cli(
+        dots_emulator, "flows", "create", "--steps", "compliance,id-verification",
+        "--metadata", '{"campaign": "spring"}', "--require-auth",
+    )
+    assert code == 0
+    flow = json.loads(out)
+    assert flow["steps"] == ["compliance", "id-verification"]
+    assert flow["metadata"] == {"campaign": "spring"}
+    assert dots_emulator.stats.last_request.json()["require_auth"] is True
+    code, out, _ = await run_cli(dots_emulator, "flows", "get", flow["id"])
+    assert code == 0
+    assert json.loads(out) == flow
+
+
+async def test_a_missing_flow_exits_1_with_the_error(dots_emulator: DotsEmulator) -> None:
+    code, out, err = await run_cli(dots_emulator, "flows", "get", "no-such-flow")
+    assert code == 1
+    assert out == ""
+    assert "404 flow not found" in err
+
+
+async def test_missing_credentials_are_a_usage_error_and_nothing_is_sent(
+    dots_emulator: DotsEmulator,
+) -> None:
+    code, _, err = await run_cli(
+        None, "--base-url", dots_emulator.base_url, "flows", "get", "x"
+    )
+    assert code == 2
+    assert "DOTS_CLIENT_ID and DOTS_API_KEY" in err
+    assert dots_emulator.stats.requests == 0
+
+
+async def test_bulk_csv_writes_one_line_per_row_and_reports_bad_rows(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    users = [str(uuid.uuid4()) for _ in range(4)]
+    source = tmp_path / "people.csv"
+    source.write_text(
+        "user_id,steps,metadata,require_auth,hide_go_to_dashboard_on_complete,email\n"
+        f"{users[0]},compliance;id-verification,\"{{\"\"team\"\": \"\"a\"\"}}\",true,,a@x.io\n"
+        f"{users[1]},,plain note,,yes,b@x.io\n"
+        f"{users[2]},bogus-step,,,,c@x.io\n"
+        f"{users[3]},payout,,maybe,,d@x.io\n"
+        "not-a-uuid,payout,,,,e@x.io\n"
+    )
+    output = tmp_path / "out.jsonl"
+    code, _, err = await run_cli(
+        dots_emulator, "flows", "bulk", str(source), "--output", str(output),
+        "--steps", "compliance",
+    )
+    assert code == 1
+    lines = records(output)
+    assert sorted(r["row"] for r in lines) == [1, 2, 3, 4, 5]
+    by_row = {r["row"]: r for r in lines}
+    assert by_row[1]["ok"]
+    assert by_row[1]["flow"]["metadata"] == {"team": "a"}
+    assert by_row[2]["ok"]
+    assert by_row[2]["flow"]["metadata"] == "plain note"
+    assert by_row[2]["flow"]["steps"] == ["compliance"]  # --steps filled the empty cell
+    for row in (3, 4, 5):
+        assert by_row[row]["ok"] is False
+        assert by_row[row]["error"]["type"] in ("ValidationError", "RowError")
+    assert "unknown step 'bogus-step'" in by_row[3]["error"]["message"]
+    assert "require_auth must be true or false" in by_row[4]["error"]["message"]
+    assert dots_emulator.stats.created == 2
+    sent = [json.loads(r.body) for r in dots_emulator.stats.last_requests]
+    assert {"steps": ["compliance", "id-verification"], "user_id": users[0],
+            "metadata": {"team": "a"}, "require_auth": True} in sent
+    assert "done: 2 ok, 3 failed" in err
+
+
+async def test_bulk_jsonl_from_stdin_is_not_a_terminal_so_it_prints_plain_lines(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    lines = [json.dumps({"steps": ["payout"], "user_id": str(uuid.uuid4())}) for _ in range(30)]
+    lines.insert(5, "{not json")
+    output = tmp_path / "out.jsonl"
+    code, out, err = await run_cli(
+        dots_emulator, "flows", "bulk", "-", "--output", str(output), "--concurrency", "4",
+        stdin=("\n".join(lines) + "\n").encode(),
+    )
+    assert code == 1
+    outcomes = final_outcomes(output)
+    assert len(outcomes) == 31
+    assert outcomes[6]["ok"] is False
+    assert "not valid JSON" in outcomes[6]["error"]["message"]
+    assert dots_emulator.stats.created == 30
+    assert out == ""
+    assert "progress: " in err
+    assert "\x1b[" not in err  # no terminal escapes when not on a terminal
+
+
+async def test_bulk_exits_0_when_every_row_is_ok(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"steps": "compliance;payout"}) + "\n" for _ in range(10)))
+    output = tmp_path / "out.jsonl"
+    code, _, err = await run_cli(
+        dots_emulator, "flows", "bulk", str(source), "-o", str(output), "--rate", "50"
+    )
+    assert code == 0, err
+    assert all(r["ok"] for r in records(output))
+
+
+async def test_an_interrupted_bulk_run_resumes_and_every_row_ends_ok_exactly_once(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    dots_emulator.set_faults(FaultPlan(latency=0.02))
+    users = [str(uuid.uuid4()) for _ in range(300)]
+    source = tmp_path / "in.csv"
+    source.write_text("user_id,steps\n" + "".join(f"{u},payout\n" for u in users))
+    output = tmp_path / "out.jsonl"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DOTS_")}
+    environment.update(
+        DOTS_CLIENT_ID=dots_emulator.client_id, DOTS_API_KEY=dots_emulator.api_key,
+        DOTS_BASE_URL=dots_emulator.base_url,
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiodots", "flows", "bulk", str(source), "-o", str(output),
+        "--concurrency", "8", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=environment,
+    )
+    while dots_emulator.stats.created < 60:  # noqa: ASYNC110 - polling a counter
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 1
+    assert "interrupted" in err.decode()
+    first = records(output)
+    assert 60 <= len(first) < 300
+    assert dots_emulator.stats.created == len(first)  # in-flight rows finished and recorded
+
+    dots_emulator.set_faults(FaultPlan())
+    code, _, err2 = await run_cli(dots_emulator, "flows", "bulk", str(source), "-o", str(output))
+    assert code == 0, err2
+    assert f"{len(first)} already ok from an earlier run" in err2
+    ok_lines = Counter(r["row"] for r in records(output) if r["ok"])
+    assert sorted(ok_lines) == list(range(1, 301))
+    assert set(ok_lines.values()) == {1}
+    assert dots_emulator.stats.created == 300
+    assert dots_emulator.stats.duplicates == 0
+    assert set(dots_emulator.stats.created_per_user) == set(users)
+
+
+async def test_resume_ignores_a_line_cut_short_by_a_crash(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"steps": ["payout"]}) + "\n" for _ in range(3)))
+    output = tmp_path / "out.jsonl"
+    output.write_text('{"row": 1, "ok": true, "flow": {}}\n{"row": 2, "ok": tr')
+    code, _, err = await run_cli(dots_emulator, "flows", "bulk", str(source), "-o", str(output))
+    assert code == 0, err
+    assert dots_emulator.stats.created == 2
+    valid = []
+    for line in output.read_text().splitlines():
+        try:
+            valid.append(json.loads(line))
+        except ValueError:
+            continue
+    assert sorted(r["row"] for r in valid if r["ok"]) == [1, 2, 3]
+
+
+async def test_an_unknown_input_format_is_a_usage_error(tmp_path: Path) -> None:
+    source = tmp_path / "in.xlsx"
+    source.write_text("x")
+    code, _, err = await run_cli(
+        None, "flows", "bulk", str(source), "-o", str(tmp_path / "o.jsonl"),
+        env={"DOTS_CLIENT_ID": "i", "DOTS_API_KEY": "k"},
+    )
+    assert code == 2
+    assert ".csv or .jsonl" in err
+
+
+async def test_demo_creates_every_flow_once_through_faults() -> None:
+    code, out, err = await run_cli(
+        None, "demo", "--flows", "400", "--rate-limit", "400", "--reset-rate", "0.01"
+    )
+    assert code == 0, err
+    assert "result: 400/400 rows ok; the emulator created 400 flows for 400 users" in out
+    assert "nothing lost: yes; nothing duplicated: yes" in out
