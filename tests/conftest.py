@@ -81,6 +81,22 @@ async def client(fake_sleep: FakeSleep) -> AsyncIterator[aiodots.Client]:
         yield dots
 
 
+#: The documented status -> exception mapping, as tests on both paths check it.
+ERROR_CLASSES: list[tuple[int, type[aiodots.APIError]]] = [
+    (400, aiodots.BadRequestError),
+    (401, aiodots.AuthenticationError),
+    (403, aiodots.PermissionDeniedError),
+    (404, aiodots.NotFoundError),
+    (409, aiodots.ConflictError),
+    (422, aiodots.UnprocessableEntityError),
+    (429, aiodots.RateLimitError),
+    (500, aiodots.ServerError),
+    (502, aiodots.ServerError),
+    (503, aiodots.ServerError),
+    (504, aiodots.ServerError),
+]
+
+
 def flow_json(**overrides: Any) -> dict[str, Any]:
     """A flow object as the API reference shows it."""
     flow: dict[str, Any] = {

@@ -9,28 +9,12 @@ from yarl import URL
 import aiodots
 from aiodots.errors import error_for_response, excerpt, message_from_body
 
-from .conftest import BASE_URL, flow_json
+from .conftest import BASE_URL, ERROR_CLASSES, flow_json
 
 FLOWS = f"{BASE_URL}/v2/flows"
 
 
-@pytest.mark.parametrize(
-    ("status", "cls"),
-    [
-        (400, aiodots.BadRequestError),
-        (401, aiodots.AuthenticationError),
-        (403, aiodots.PermissionDeniedError),
-        (404, aiodots.NotFoundError),
-        (409, aiodots.ConflictError),
-        (422, aiodots.UnprocessableEntityError),
-        (429, aiodots.RateLimitError),
-        (500, aiodots.ServerError),
-        (502, aiodots.ServerError),
-        (503, aiodots.ServerError),
-        (504, aiodots.ServerError),
-        (418, aiodots.APIError),
-    ],
-)
+@pytest.mark.parametrize(("status", "cls"), [*ERROR_CLASSES, (418, aiodots.APIError)])
 async def test_each_status_raises_its_class_with_status_message_and_body(
     status: int, cls: type[aiodots.APIError], mocked: aioresponses.aioresponses
 ) -> None:
