@@ -84,7 +84,10 @@ class _Request:
     """One logical call's fixed parts, shared by its attempts. A plain slots class: it is
     built once per call on the hot path, where a frozen attrs class costs more."""
 
-    __slots__ = ("data", "deadline_at", "headers", "method", "params", "path", "timeout", "url")
+    __slots__ = (
+        "data", "deadline_at", "headers", "max_pause", "method", "params", "path", "timeout",
+        "url",
+    )
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class _Request:
         params: Mapping[str, str] | None,
         timeout: aiohttp.ClientTimeout,
         deadline_at: float | None,
+        max_pause: float,
     ) -> None:
         self.method = method
         self.path = path
@@ -105,6 +109,7 @@ class _Request:
         self.params = params
         self.timeout = timeout
         self.deadline_at = deadline_at
+        self.max_pause = max_pause
 
 
 class Transport:
@@ -172,6 +177,7 @@ class Transport:
             self._timeout if options is None or options.timeout is None
             else aiohttp.ClientTimeout(total=options.timeout),
             None if policy.deadline is None else time.monotonic() + policy.deadline,
+            policy.max_retry_after,
         )
         self._stats.calls += 1
         try:
@@ -327,7 +333,12 @@ class Transport:
             retry_after = parse_retry_after(headers.get("Retry-After"))
         if status == 429:
             self._stats.rate_limited += 1
-        limiter.on_response(status, sent_at, retry_after)
+        # A Retry-After this call refuses to wait out must not hold every other caller
+        # that long either: they go on, and fail fast on their own 429s if it persists.
+        limiter.on_response(
+            status, sent_at,
+            retry_after if retry_after is not None and retry_after <= request.max_pause else None,
+        )
         raise error_for_response(
             status, dict(headers), raw, method=request.method, path=request.path,
             reason=response.reason, retry_after=retry_after,

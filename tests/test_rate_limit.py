@@ -189,6 +189,18 @@ async def test_a_too_long_retry_after_fails_fast(dots_emulator: DotsEmulator) ->
     assert dots_emulator.stats.requests == 1
 
 
+async def test_a_refused_retry_after_does_not_hold_the_other_callers(
+    dots_emulator: DotsEmulator,
+) -> None:
+    dots_emulator.fail_next(status=429, retry_after="3600")
+    async with client_for(dots_emulator, max_retry_after=30) as dots:
+        with pytest.raises(aiodots.RateLimitError):
+            await dots.flows.create(steps=["payout"])
+        # held for the hour the server asked, this would time out
+        await asyncio.wait_for(dots.flows.create(steps=["payout"]), timeout=5)
+    assert dots_emulator.stats.created == 1
+
+
 async def test_during_an_outage_the_retry_budget_stops_the_retry_storm(
     dots_emulator: DotsEmulator,
 ) -> None:
