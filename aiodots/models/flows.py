@@ -107,6 +107,10 @@ _STEP_OPTIONS = frozenset(a.name for a in attrs.fields(FlowStep))
 
 def to_flow_step(value: object) -> Step | FlowStep:
     """One item of `steps`: a name, a `Step`, a `FlowStep`, or a mapping of its fields."""
+    if type(value) is str:  # the common case first: ABC checks below cost more
+        step = _STEP_BY_NAME.get(value)
+        if step is not None and step is not Step.REDIRECT:
+            return step
     if isinstance(value, FlowStep):
         return value
     if isinstance(value, Mapping):
@@ -126,7 +130,9 @@ def to_flow_step(value: object) -> Step | FlowStep:
 
 
 def to_steps(value: object) -> tuple[Step | FlowStep, ...]:
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+    if type(value) is not list and type(value) is not tuple and (
+        isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable)
+    ):
         raise ValidationError("steps must be a list of step names or FlowStep objects")
     steps = tuple(to_flow_step(v) for v in value)
     if not steps:
