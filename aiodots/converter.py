@@ -160,12 +160,14 @@ def unstructure_request(model: Any) -> Any:
     return converter.unstructure(model)
 
 
-def structure_response(data: Any, cls: type[T], *, method: str, path: str) -> T:
+def structure_response(
+    data: Any, cls: type[T], *, method: str, path: str, status: int = 200
+) -> T:
     """Structure a decoded response body, or raise `InvalidResponseError` saying why."""
     if not isinstance(data, Mapping):
         raise InvalidResponseError(
             f"expected a JSON object, got {type(data).__name__}",
-            status=200, method=method, path=path, body=data,
+            status=status, method=method, path=path, body=data,
         )
     try:
         return converter.structure(data, cls)
@@ -177,11 +179,13 @@ def structure_response(data: Any, cls: type[T], *, method: str, path: str) -> T:
         )
         raise InvalidResponseError(
             f"the response does not match {cls.__name__}: {problems}",
-            status=200, method=method, path=path, body=data,
+            status=status, method=method, path=path, body=data,
         ) from exc
 
 
-def structure_page(data: Any, cls: type[T], *, method: str, path: str) -> Page[T]:
+def structure_page(
+    data: Any, cls: type[T], *, method: str, path: str, status: int = 200
+) -> Page[T]:
     """A list response: `{"data": [...], "has_more": bool}`, or a bare array (some Dots
     list endpoints answer that way)."""
     if isinstance(data, list):
@@ -191,9 +195,12 @@ def structure_page(data: Any, cls: type[T], *, method: str, path: str) -> Page[T
     else:
         raise InvalidResponseError(
             "expected a list page ({'data': [...], 'has_more': ...}) or a JSON array",
-            status=200, method=method, path=path, body=data,
+            status=status, method=method, path=path, body=data,
         )
     return Page(
-        data=tuple(structure_response(item, cls, method=method, path=path) for item in items),
+        data=tuple(
+            structure_response(item, cls, method=method, path=path, status=status)
+            for item in items
+        ),
         has_more=has_more,
     )

@@ -85,8 +85,8 @@ class _Request:
     built once per call on the hot path, where a frozen attrs class costs more."""
 
     __slots__ = (
-        "data", "deadline_at", "headers", "max_pause", "method", "params", "path", "timeout",
-        "url",
+        "data", "deadline_at", "decode", "headers", "max_pause", "method", "params", "path",
+        "timeout", "url",
     )
 
     def __init__(
@@ -100,6 +100,7 @@ class _Request:
         timeout: aiohttp.ClientTimeout,
         deadline_at: float | None,
         max_pause: float,
+        decode: Callable[[Any, int], Any] | None,
     ) -> None:
         self.method = method
         self.path = path
@@ -110,6 +111,7 @@ class _Request:
         self.timeout = timeout
         self.deadline_at = deadline_at
         self.max_pause = max_pause
+        self.decode = decode
 
 
 class Transport:
@@ -160,8 +162,11 @@ class Transport:
         params: Mapping[str, str] | None = None,
         replay: Replay = Replay.SAFE,
         options: CallOptions | None = None,
+        decode: Callable[[Any, int], Any] | None = None,
     ) -> Any:
-        """Send one logical call and return its decoded JSON body (None when empty)."""
+        """Send one logical call and return its decoded JSON body (None when empty), or
+        what `decode(body, status)` makes of it: decoding inside the call lets a body of
+        the wrong shape be reported with the status it came with."""
         policy = self._policy if options is None else options.apply(self._policy)
         data = None if body is None else _json.dumps(body)
         headers = self._headers_get if data is None else self._headers_body
@@ -178,6 +183,7 @@ class Transport:
             else aiohttp.ClientTimeout(total=options.timeout),
             None if policy.deadline is None else time.monotonic() + policy.deadline,
             policy.max_retry_after,
+            decode,
         )
         self._stats.calls += 1
         try:
@@ -316,16 +322,18 @@ class Transport:
         if 200 <= status < 300:
             limiter.on_response(status, sent_at, None)
             if not raw:
-                return None
-            try:
-                return _json.loads(raw)
-            except ValueError as exc:
-                text = excerpt(raw.decode("utf-8", errors="replace"))
-                raise InvalidResponseError(
-                    f"the response body is not valid JSON: {text!r}",
-                    status=status, method=request.method, path=request.path,
-                    body=text, headers=dict(response.headers),
-                ) from exc
+                data = None
+            else:
+                try:
+                    data = _json.loads(raw)
+                except ValueError as exc:
+                    text = excerpt(raw.decode("utf-8", errors="replace"))
+                    raise InvalidResponseError(
+                        f"the response body is not valid JSON: {text!r}",
+                        status=status, method=request.method, path=request.path,
+                        body=text, headers=dict(response.headers),
+                    ) from exc
+            return data if request.decode is None else request.decode(data, status)
 
         headers = response.headers  # read only on the error path: success never needs it
         retry_after = None

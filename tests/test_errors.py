@@ -79,6 +79,20 @@ async def test_a_success_body_of_the_wrong_shape_is_an_invalid_response(
     assert "$.created" in text
 
 
+async def test_a_bad_body_is_reported_with_the_status_it_came_with(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    mocked.post(FLOWS, status=201, payload={"id": "f1"})
+    with pytest.raises(aiodots.InvalidResponseError) as caught:
+        await client.flows.create(steps=["compliance"])
+    assert caught.value.status == 201
+    assert "$.link" in str(caught.value)
+    mocked.get(FLOWS, status=202, payload={"data": "nope"})
+    with pytest.raises(aiodots.InvalidResponseError) as caught:
+        await client.flows.list_page()
+    assert caught.value.status == 202
+
+
 async def test_a_json_array_where_an_object_is_expected_is_an_invalid_response(
     client: aiodots.Client, mocked: aioresponses.aioresponses
 ) -> None:

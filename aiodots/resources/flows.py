@@ -58,19 +58,25 @@ class Flows:
 
     async def send_create(self, request: CreateFlow, options: CallOptions | None = None) -> Flow:
         """Create a flow from a prepared `CreateFlow` (what `create_many` calls per item)."""
-        data = await self._transport.request(
+        flow: Flow = await self._transport.request(
             "POST", _PATH, body=unstructure_request(request),
-            replay=self.CREATE_REPLAY, options=options,
+            replay=self.CREATE_REPLAY, options=options, decode=_created_flow,
         )
-        return structure_response(data, Flow, method="POST", path=_PATH)
+        return flow
 
     async def retrieve(self, flow_id: str, **overrides: Unpack[CallOverrides]) -> Flow:
         """Fetch one flow by id; `NotFoundError` when there is none."""
         if not isinstance(flow_id, str) or not flow_id.strip():
             raise ValidationError(f"flow_id must be a non-empty string, not {flow_id!r}")
         path = f"{_PATH}/{quote(flow_id, safe='')}"
-        data = await self._transport.request("GET", path, options=call_options(**overrides))
-        return structure_response(data, Flow, method="GET", path=path)
+
+        def decode(data: Any, status: int) -> Flow:
+            return structure_response(data, Flow, method="GET", path=path, status=status)
+
+        flow: Flow = await self._transport.request(
+            "GET", path, options=call_options(**overrides), decode=decode
+        )
+        return flow
 
     async def list_page(
         self,
@@ -82,10 +88,10 @@ class Flows:
     ) -> Page[Flow]:
         """One page of flows (`limit` 1 to 100, cursors are flow ids)."""
         params = _page_params(limit, starting_after, ending_before)
-        data = await self._transport.request(
-            "GET", _PATH, params=params, options=call_options(**overrides)
+        page: Page[Flow] = await self._transport.request(
+            "GET", _PATH, params=params, options=call_options(**overrides), decode=_flow_page
         )
-        return structure_page(data, Flow, method="GET", path=_PATH)
+        return page
 
     def list(
         self,
@@ -128,6 +134,14 @@ class Flows:
             on_progress=on_progress,
             retry_counter=self._retry_counter,
         )
+
+
+def _created_flow(data: Any, status: int) -> Flow:
+    return structure_response(data, Flow, method="POST", path=_PATH, status=status)
+
+
+def _flow_page(data: Any, status: int) -> Page[Flow]:
+    return structure_page(data, Flow, method="GET", path=_PATH, status=status)
 
 
 class FlowPages:
