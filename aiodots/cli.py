@@ -30,7 +30,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .client import Client
 from .converter import converter
 from .errors import DotsError
-from .jobs import JobProgress, count_rows, read_rows, recorded_ok, run_job
+from .jobs import (
+    JobProgress,
+    count_rows,
+    parse_metadata,
+    read_rows,
+    recorded_ok,
+    run_job,
+    split_names,
+)
 from .ratelimit import RateLimit
 from .testing import DotsEmulator, FaultPlan, ServerRateLimit
 
@@ -80,7 +88,7 @@ def flows() -> None:
 def _steps(value: str | None) -> list[str] | None:
     if value is None:
         return None
-    return [s.strip() for s in value.split(",") if s.strip()]
+    return split_names(value, ",")
 
 
 @flows.command("create")
@@ -95,11 +103,7 @@ def flows_create(
     require_auth: bool | None, hide_go_to_dashboard: bool | None,
 ) -> None:
     """Create one flow and print it as JSON."""
-    meta: Any = metadata
-    if metadata is not None:
-        with contextlib.suppress(ValueError):
-            decoded = json.loads(metadata)
-            meta = decoded if isinstance(decoded, dict) else metadata
+    meta = None if metadata is None else parse_metadata(metadata)
 
     async def create() -> Any:
         async with _client(ctx) as dots:

@@ -68,6 +68,21 @@ def input_format(path: str) -> str:
     raise ValidationError(f"cannot tell the format of {path!r}: use a .csv or .jsonl file")
 
 
+def split_names(text: str, separator: str) -> list[str]:
+    """`"a; b;"` -> `["a", "b"]`: step names as people type them in a cell or a flag."""
+    return [name.strip() for name in text.split(separator) if name.strip()]
+
+
+def parse_metadata(text: str) -> dict[str, Any] | str:
+    """Metadata typed as text: a JSON object becomes a mapping, anything else is sent as
+    the text it is (the API takes both)."""
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return text
+    return decoded if isinstance(decoded, dict) else text
+
+
 def _flag(value: str, column: str) -> bool | None:
     text = value.strip().lower()
     if not text:
@@ -86,15 +101,10 @@ def _csv_fields(cells: dict[str, str | None]) -> dict[str, Any]:
         fields["user_id"] = user_id
     steps = (cells.get("steps") or "").strip()
     if steps:
-        fields["steps"] = [s.strip() for s in steps.split(";") if s.strip()]
+        fields["steps"] = split_names(steps, ";")
     metadata = cells.get("metadata") or ""
     if metadata.strip():
-        try:
-            decoded = json.loads(metadata)
-        except ValueError:
-            decoded = None
-        # JSON objects become mappings; anything else is sent as the text it is.
-        fields["metadata"] = decoded if isinstance(decoded, dict) else metadata
+        fields["metadata"] = parse_metadata(metadata)
     for flag in ("require_auth", "hide_go_to_dashboard_on_complete"):
         value = _flag(cells.get(flag) or "", flag)
         if value is not None:
@@ -111,7 +121,7 @@ def _jsonl_fields(line: str) -> dict[str, Any]:
         raise RowError("each line must be a JSON object")
     steps = fields.get("steps")
     if isinstance(steps, str):
-        fields["steps"] = [s.strip() for s in steps.split(";") if s.strip()]
+        fields["steps"] = split_names(steps, ";")
     return fields
 
 
