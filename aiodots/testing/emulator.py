@@ -118,7 +118,9 @@ class DotsEmulator:
         self.record_bodies = record_bodies
         self.stats = EmulatorStats()
         self.flows: dict[str, dict[str, Any]] = {}
+        # Creation order, and each id's place in it: a page is found in O(limit).
         self._flow_order: list[str] = []
+        self._flow_index: dict[str, int] = {}
         self._faults = FaultState(faults or FaultPlan())
         self._expected_auth = "Basic " + base64.b64encode(
             f"{client_id}:{api_key}".encode()
@@ -303,6 +305,7 @@ class DotsEmulator:
             "metadata": body.get("metadata"),
         }
         self.flows[flow_id] = flow
+        self._flow_index[flow_id] = len(self._flow_order)
         self._flow_order.append(flow_id)
         self.stats.created += 1
         if body.get("user_id"):
@@ -325,27 +328,29 @@ class DotsEmulator:
             return _error(400, "'limit' must be between 1 and 100")
         if "starting_after" in query and "ending_before" in query:
             return _error(400, "use 'starting_after' or 'ending_before', not both")
-        newest_first = self._flow_order[::-1]
-        position = {flow_id: i for i, flow_id in enumerate(newest_first)}
+        # Pages are newest first: position k of that order is creation index n - 1 - k.
+        order, count = self._flow_order, len(self._flow_order)
         if "starting_after" in query:
-            cursor = position.get(query["starting_after"])
+            cursor = self._newest_first_position(query["starting_after"])
             if cursor is None:
                 return _error(400, "'starting_after' is not a known flow id")
-            window = newest_first[cursor + 1 : cursor + 1 + limit]
-            has_more = cursor + 1 + limit < len(newest_first)
+            start, end = cursor + 1, min(count, cursor + 1 + limit)
+            has_more = end < count
         elif "ending_before" in query:
-            cursor = position.get(query["ending_before"])
+            cursor = self._newest_first_position(query["ending_before"])
             if cursor is None:
                 return _error(400, "'ending_before' is not a known flow id")
-            start = max(0, cursor - limit)
-            window = newest_first[start:cursor]
+            start, end = max(0, cursor - limit), cursor
             has_more = start > 0
         else:
-            window = newest_first[:limit]
-            has_more = limit < len(newest_first)
-        return web.json_response(
-            {"data": [self.flows[i] for i in window], "has_more": has_more}
-        )
+            start, end = 0, min(count, limit)
+            has_more = end < count
+        window = [self.flows[order[count - 1 - k]] for k in range(start, end)]
+        return web.json_response({"data": window, "has_more": has_more})
+
+    def _newest_first_position(self, flow_id: str) -> int | None:
+        index = self._flow_index.get(flow_id)
+        return None if index is None else len(self._flow_order) - 1 - index
 
 
 def _error(status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
