@@ -40,17 +40,20 @@ AUTH = "Basic " + base64.b64encode(f"{CLIENT_ID}:{API_KEY}".encode()).decode()
 WARMUP = 300
 
 
-async def pool(n: int, one: Callable[[], Awaitable[Any]]) -> None:
-    """`n` calls of `one` by CONCURRENCY workers."""
+async def pool(n: int, one: Callable[[], Awaitable[bool]]) -> int:
+    """`n` calls of `one` by CONCURRENCY workers; how many of them returned True."""
     left = n
+    succeeded = 0
 
     async def worker() -> None:
-        nonlocal left
+        nonlocal left, succeeded
         while left > 0:
             left -= 1
-            await one()
+            ok = await one()  # not `succeeded += await ...`: that reads before awaiting
+            succeeded += ok
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return succeeded
 
 
 async def run_aiodots_many(base_url: str, n: int) -> Callable[[], Awaitable[int]]:
@@ -72,18 +75,14 @@ async def run_aiodots_many(base_url: str, n: int) -> Callable[[], Awaitable[int]
 async def run_aiodots_create(base_url: str, n: int) -> Callable[[], Awaitable[int]]:
     dots = aiodots.Client(CLIENT_ID, API_KEY, base_url=base_url, max_connections=CONCURRENCY)
 
+    async def one() -> bool:
+        flow = await dots.flows.create(
+            steps=BODY["steps"], metadata=BODY["metadata"]  # type: ignore[arg-type]
+        )
+        return bool(flow.id)
+
     async def job(count: int = n) -> int:
-        done = 0
-
-        async def one() -> None:
-            nonlocal done
-            flow = await dots.flows.create(
-                steps=BODY["steps"], metadata=BODY["metadata"]  # type: ignore[arg-type]
-            )
-            done += bool(flow.id)
-
-        await pool(count, one)
-        return done
+        return await pool(count, one)
 
     await job(WARMUP)
     return _closing(job, dots.close)
@@ -96,18 +95,14 @@ async def run_raw_aiohttp(base_url: str, n: int) -> Callable[[], Awaitable[int]]
     url = f"{base_url}/v2/flows"
     headers = {"Authorization": AUTH, "Content-Type": "application/json"}
 
+    async def one() -> bool:
+        data = json.dumps(BODY).encode()
+        async with session.post(url, data=data, headers=headers) as response:
+            flow = json.loads(await response.read())
+            return response.status == 200 and bool(flow["id"])
+
     async def job(count: int = n) -> int:
-        done = 0
-
-        async def one() -> None:
-            nonlocal done
-            data = json.dumps(BODY).encode()
-            async with session.post(url, data=data, headers=headers) as response:
-                flow = json.loads(await response.read())
-                done += response.status == 200 and bool(flow["id"])
-
-        await pool(count, one)
-        return done
+        return await pool(count, one)
 
     await job(WARMUP)
     return _closing(job, session.close)
@@ -122,17 +117,13 @@ async def run_httpx(base_url: str, n: int) -> Callable[[], Awaitable[int]]:
     url = f"{base_url}/v2/flows"
     headers = {"Authorization": AUTH, "Content-Type": "application/json"}
 
+    async def one() -> bool:
+        response = await client.post(url, content=json.dumps(BODY).encode(), headers=headers)
+        flow = json.loads(response.content)
+        return response.status_code == 200 and bool(flow["id"])
+
     async def job(count: int = n) -> int:
-        done = 0
-
-        async def one() -> None:
-            nonlocal done
-            response = await client.post(url, content=json.dumps(BODY).encode(), headers=headers)
-            flow = json.loads(response.content)
-            done += response.status_code == 200 and bool(flow["id"])
-
-        await pool(count, one)
-        return done
+        return await pool(count, one)
 
     await job(WARMUP)
     return _closing(job, client.aclose)
