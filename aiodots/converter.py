@@ -21,6 +21,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from .errors import InvalidResponseError
 from .models import CreateFlow, Flow, FlowStep, Page, RedirectStep, Step
+from .models.flows import STEP_BY_NAME
 
 __all__ = ["converter", "structure_response", "unstructure_request"]
 
@@ -39,9 +40,6 @@ def _structure_datetime(value: Any, _: Any) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-_STEP_BY_NAME: dict[str, Step] = {step.value: step for step in Step}
-
-
 def _structure_step_names(value: Any, _: Any) -> tuple[Step | str, ...]:
     # A dict lookup, not `Step(name)`: enum construction costs a microsecond per step,
     # and this runs for every flow of every response.
@@ -51,7 +49,7 @@ def _structure_step_names(value: Any, _: Any) -> tuple[Step | str, ...]:
     for name in value:
         if not isinstance(name, str):
             raise TypeError(f"expected a step name string, not {type(name).__name__}")
-        steps.append(_STEP_BY_NAME.get(name, name))
+        steps.append(STEP_BY_NAME.get(name, name))
     return tuple(steps)
 
 
@@ -137,10 +135,9 @@ def _structure_flow_fast(data: Any, cls: Any) -> Flow:
             and type(completed) is list
             and (metadata is None or type(metadata) is dict or type(metadata) is str)
         ):
-            when = datetime.fromisoformat(created)
             return Flow(
                 id=flow_id,
-                created=when if when.tzinfo is not None else when.replace(tzinfo=UTC),
+                created=_structure_datetime(created, None),
                 link=link,
                 user_id=user_id,
                 steps=_structure_step_names(steps, None),
