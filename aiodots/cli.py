@@ -138,12 +138,10 @@ class Reporter:
     """A live bar on a terminal; a line every few seconds otherwise."""
 
     def __init__(self, console: Console, total: int | None) -> None:
-        self._console = console
-        self._live = console.is_terminal
         self._last_line = 0.0
         self._progress: Progress | None = None
         self._task: Any = None
-        if self._live:
+        if console.is_terminal:
             self._progress = Progress(
                 TextColumn("[bold]flows"),
                 BarColumn(),
@@ -164,9 +162,7 @@ class Reporter:
             self._progress.stop()
 
     def __call__(self, p: JobProgress) -> None:
-        detail = (
-            f"{p.rate:.0f}/s ok {p.ok} failed {p.failed} 429s {p.rate_limited}"
-        )
+        detail = f"{p.rate:.0f}/s ok {p.ok} failed {p.failed} 429s {p.rate_limited}"
         if self._progress is not None:
             self._progress.update(self._task, completed=p.done + p.skipped, detail=detail)
             return
