@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -23,7 +23,13 @@ from .errors import InvalidResponseError
 from .models import CreateFlow, Flow, FlowStep, Page, RedirectStep, Step
 from .models.flows import STEP_BY_NAME
 
-__all__ = ["converter", "structure_response", "unstructure_request"]
+__all__ = [
+    "converter",
+    "structure_list",
+    "structure_page",
+    "structure_response",
+    "unstructure_request",
+]
 
 T = TypeVar("T")
 
@@ -76,8 +82,55 @@ def _structure_str(value: Any, _: Any) -> str:
     raise TypeError(f"expected a string, not {type(value).__name__}")
 
 
+def _structure_date(value: Any, _: Any) -> date:
+    if isinstance(value, str):
+        return date.fromisoformat(value[:10])
+    raise TypeError(f"expected an ISO 8601 date string, not {type(value).__name__}")
+
+
+def _structure_int(value: Any, _: Any) -> int:
+    # Money is integer cents. A whole float (100.0, as some encoders write it) is the
+    # same amount; a fraction of a cent, a string or a bool is a bad response.
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    raise TypeError(f"expected an integer, not {value!r}")
+
+
+def _structure_float(value: Any, _: Any) -> float:
+    if type(value) is int or type(value) is float:
+        return float(value)
+    raise TypeError(f"expected a number, not {value!r}")
+
+
+def _structure_bool(value: Any, _: Any) -> bool:
+    if type(value) is bool:
+        return value
+    raise TypeError(f"expected true or false, not {value!r}")
+
+
+def _structure_json_object(value: Any, _: Any) -> Mapping[str, Any] | None:
+    if value is None or isinstance(value, Mapping):
+        return value
+    raise TypeError(f"expected an object, not {type(value).__name__}")
+
+
 converter.register_structure_hook(datetime, _structure_datetime)
 converter.register_unstructure_hook(datetime, lambda d: d.isoformat())
+converter.register_structure_hook(date, _structure_date)
+converter.register_unstructure_hook(date, lambda d: d.isoformat())
+converter.register_structure_hook(int, _structure_int)
+converter.register_structure_hook(float, _structure_float)
+converter.register_structure_hook(bool, _structure_bool)
+converter.register_structure_hook(Any, lambda value, _: value)
+# Free-form JSON objects are kept and sent as given.
+converter.register_structure_hook_func(
+    lambda t: t in (Mapping[str, Any], Mapping[str, Any] | None), _structure_json_object
+)
+converter.register_unstructure_hook_func(
+    lambda t: t in (Mapping[str, Any], Mapping[str, Any] | None), lambda value: value
+)
 # Parameterised types are matched by predicate (singledispatch takes only classes).
 converter.register_structure_hook_func(
     lambda t: t == tuple[Step | str, ...], _structure_step_names
@@ -108,6 +161,29 @@ for _cls in (FlowStep, RedirectStep, CreateFlow):
             },
         ),
     )
+
+
+def _wire_names(cls: type[Any]) -> dict[str, Any]:
+    # A field whose wire name is no Python identifier ("1099_adjustment") keeps the wire
+    # name in its metadata; both directions rename it.
+    return {
+        a.name: override(rename=a.metadata["wire"])
+        for a in attrs.fields(cls)
+        if "wire" in a.metadata
+    }
+
+
+# Every other model (one per resource schema) gets cattrs-generated functions, made on
+# first use from the class itself: no hand-written function per model.
+converter.register_structure_hook_factory(
+    attrs.has, lambda cls: make_dict_structure_fn(cls, converter, **_wire_names(cls))
+)
+converter.register_unstructure_hook_factory(
+    attrs.has,
+    lambda cls: make_dict_unstructure_fn(
+        cls, converter, _cattrs_omit_if_default=True, **_wire_names(cls)
+    ),
+)
 
 
 # The cattrs-generated structure function for Flow, with detailed validation: it names
@@ -178,6 +254,13 @@ def structure_response(
             f"the response does not match {cls.__name__}: {problems}",
             status=status, method=method, path=path, body=data,
         ) from exc
+
+
+def structure_list(
+    data: Any, cls: type[T], *, method: str, path: str, status: int = 200
+) -> tuple[T, ...]:
+    """A list answer with no pagination: a JSON array, or `{"data": [...]}`."""
+    return structure_page(data, cls, method=method, path=path, status=status).data
 
 
 def structure_page(

@@ -20,6 +20,7 @@ __all__ = [
     "ClientClosedError",
     "ConflictError",
     "DotsError",
+    "IdempotencyKeyReusedError",
     "InvalidResponseError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -117,6 +118,20 @@ class RateLimitError(APIError):
 
 class ServerError(APIError):
     """5xx."""
+
+
+class IdempotencyKeyReusedError(APIError):
+    """A retry's `idempotency_key` was refused as already used, after an earlier attempt
+    of the same call ended without a readable answer (a reset, a timeout, a 5xx).
+
+    That means the earlier attempt went through: the money moved. Where the created
+    object could not be found again, this error says so and names the key; do not send
+    the call again with a new key. `status` and `body` are those of the refusal.
+    """
+
+    def __init__(self, message: str, *, idempotency_key: str | None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.idempotency_key = idempotency_key
 
 
 class InvalidResponseError(APIError):

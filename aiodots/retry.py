@@ -20,6 +20,7 @@ import attrs
 from .errors import APIConnectionError, APIError, APITimeoutError
 
 __all__ = [
+    "REPLAY",
     "RETRYABLE_STATUSES",
     "UNPROCESSED_STATUSES",
     "ConnectFailed",
@@ -27,6 +28,8 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "backoff_seconds",
+    "is_ambiguous",
+    "is_key_rejection",
     "parse_retry_after",
 ]
 
@@ -36,6 +39,7 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # request), 429 (refused before processing) and 503 (RFC 9110: "currently unable to
 # handle the request"). 500, 502 and 504 may arrive after the work was done.
 UNPROCESSED_STATUSES = frozenset({408, 429, 503})
+AMBIGUOUS_STATUSES = RETRYABLE_STATUSES - UNPROCESSED_STATUSES
 
 
 class Replay(enum.Enum):
@@ -46,6 +50,102 @@ class Replay(enum.Enum):
     #: Writes with no idempotency mechanism (`POST /v2/flows`): repeated only when the
     #: request provably did not take effect, so a retry can never create a duplicate.
     UNPROCESSED_ONLY = "unprocessed-only"
+    #: Money-moving writes whose body carries an `idempotency_key`: the same key goes out
+    #: on every attempt, so they are repeated after resets, timeouts and 5xx like reads.
+    IDEMPOTENT = "idempotent"
+
+
+#: What each operation may be repeated after, keyed as in Dots' OpenAPI document.
+#: Reads and HTTP's idempotent methods (PUT, PATCH setting values, DELETE) are SAFE;
+#: creates that carry an `idempotency_key` are IDEMPOTENT; every other POST creates or
+#: triggers something the API cannot deduplicate, so it is UNPROCESSED_ONLY.
+#: tests/test_operations.py holds this table equal to `aiodots.OPERATIONS`.
+REPLAY: dict[str, Replay] = {
+    "GET /v2/users": Replay.SAFE,
+    "POST /v2/users": Replay.UNPROCESSED_ONLY,
+    "GET /v2/users/{user_id}": Replay.SAFE,
+    "DELETE /v2/users/{user_id}": Replay.SAFE,
+    "PATCH /v2/users/{user_id}": Replay.SAFE,
+    "PUT /v2/users/{user_id}/compliance": Replay.SAFE,
+    "POST /v2/users/{user_id}/send-verification-token": Replay.UNPROCESSED_ONLY,
+    "POST /v2/users/{user_id}/verify": Replay.UNPROCESSED_ONLY,
+    "GET /v2/users/{user_id}/payout-methods": Replay.SAFE,
+    "PUT /v2/users/{user_id}/payout-methods": Replay.SAFE,
+    "GET /v2/transfers": Replay.SAFE,
+    "POST /v2/transfers": Replay.IDEMPOTENT,
+    "GET /v2/transfers/{transfer_id}": Replay.SAFE,
+    "GET /v2/flows": Replay.SAFE,
+    "POST /v2/flows": Replay.UNPROCESSED_ONLY,
+    "GET /v2/flows/{flow_id}": Replay.SAFE,
+    "GET /v2/payout-links": Replay.SAFE,
+    "POST /v2/payout-links": Replay.IDEMPOTENT,
+    "GET /v2/payout-links/{payout_link_id}": Replay.SAFE,
+    "DELETE /v2/payout-links/{payout_link_id}": Replay.SAFE,
+    "POST /v2/payout-links/{payout_link_id}/redeliver": Replay.UNPROCESSED_ONLY,
+    "POST /v2/payouts": Replay.IDEMPOTENT,
+    "POST /v2/payout-batches": Replay.IDEMPOTENT,
+    "GET /v2/payout-batches": Replay.SAFE,
+    "GET /v2/payout-batches/{payout_batch_id}": Replay.SAFE,
+    "GET /v2/payout-batches/{payout_batch_id}/results": Replay.SAFE,
+    "POST /v2/payments": Replay.UNPROCESSED_ONLY,
+    "POST /v2/payouts/send-payout": Replay.IDEMPOTENT,
+    "POST /v2/payout-requests": Replay.UNPROCESSED_ONLY,
+    "GET /v2/payout-requests": Replay.SAFE,
+    "GET /v2/payout-requests/{payout_request_id}": Replay.SAFE,
+    "GET /v2/transactions": Replay.SAFE,
+    "GET /v2/transactions/{transaction_id}": Replay.SAFE,
+    "GET /v2/transfer-batches": Replay.SAFE,
+    "POST /v2/transfer-batches": Replay.IDEMPOTENT,
+    "GET /v2/transfer-batches/{transfer_batch_id}": Replay.SAFE,
+    "GET /v2/payment-customers": Replay.SAFE,
+    "POST /v2/payment-customers": Replay.UNPROCESSED_ONLY,
+    "GET /v2/payment-customers/{payment_customer_id}": Replay.SAFE,
+    "GET /v2/accounts-payable/vendors": Replay.SAFE,
+    "POST /v2/accounts-payable/vendors": Replay.UNPROCESSED_ONLY,
+    "GET /v2/accounts-payable/vendors/{vendor_id}": Replay.SAFE,
+    "DELETE /v2/accounts-payable/vendors/{vendor_id}": Replay.SAFE,
+    "GET /v2/accounts-payable/vendors/{vendor_id}/payment-methods": Replay.SAFE,
+    "POST /v2/accounts-payable/vendors/{vendor_id}/payment-methods": Replay.UNPROCESSED_ONLY,
+    "GET /v2/accounts-payable/vendors/{vendor_id}/payment-methods/{payment_method_id}": Replay.SAFE,
+    "DELETE /v2/accounts-payable/vendors/{vendor_id}/payment-methods/{payment_method_id}":
+        Replay.SAFE,
+    "GET /v2/accounts-payable/payables": Replay.SAFE,
+    "POST /v2/accounts-payable/payables": Replay.UNPROCESSED_ONLY,
+    "POST /v2/accounts-payable/payables/upload-from-file": Replay.UNPROCESSED_ONLY,
+    "GET /v2/accounts-payable/payables/{payable_id}": Replay.SAFE,
+    "PATCH /v2/accounts-payable/payables/{payable_id}": Replay.SAFE,
+    "POST /v2/accounts-payable/payables/{payable_id}/file": Replay.SAFE,  # replaces the file
+    "DELETE /v2/accounts-payable/payables/{payable_id}/file": Replay.SAFE,
+    "POST /v2/accounts-payable/payables/{payable_id}/cancel": Replay.UNPROCESSED_ONLY,
+    "POST /v2/accounts-payable/payables/{payable_id}/submit-for-approval":
+        Replay.UNPROCESSED_ONLY,
+    "POST /v2/accounts-payable/payables/{payable_id}/approve": Replay.UNPROCESSED_ONLY,
+    "POST /v2/accounts-payable/payables/{payable_id}/reject": Replay.UNPROCESSED_ONLY,
+    "POST /v2/accounts-payable/payables/{payable_id}/pay": Replay.UNPROCESSED_ONLY,
+    "GET /v2/accounts-payable/approval-policies": Replay.SAFE,
+    "POST /v2/accounts-payable/approval-policies": Replay.UNPROCESSED_ONLY,
+    "PATCH /v2/accounts-payable/approval-policies/{approval_policy_id}": Replay.SAFE,
+    "DELETE /v2/accounts-payable/approval-policies/{approval_policy_id}": Replay.SAFE,
+    "GET /v2/accounts-payable/approvers": Replay.SAFE,
+    "GET /v2/apps": Replay.SAFE,
+    "POST /v2/apps": Replay.UNPROCESSED_ONLY,
+    "GET /v2/apps/{app_id}": Replay.SAFE,
+    "GET /v2/apps/{app_id}/compliance": Replay.SAFE,
+    "PUT /v2/apps/{app_id}/compliance": Replay.SAFE,
+    "GET /v2/apps/{app_id}/ach-account": Replay.SAFE,
+    "PUT /v2/apps/{app_id}/ach-account": Replay.SAFE,
+    "POST /v2/apps/{app_id}/deposit": Replay.IDEMPOTENT,
+    "POST /v2/apps/{app_id}/withdraw": Replay.IDEMPOTENT,
+    "POST /v2/apps/{app_id}/kyb-flow": Replay.UNPROCESSED_ONLY,
+    "POST /v2/apps/{app_id}/change_settings": Replay.SAFE,  # sets values
+    "GET /v2/organization-transfers": Replay.SAFE,
+    "POST /v2/organization-transfers": Replay.IDEMPOTENT,
+    "GET /v2/organization-transfers/{transfer_id}": Replay.SAFE,
+    "PUT /v2/users/{user_id}/addresses": Replay.SAFE,
+    "GET /v2/organizations": Replay.SAFE,
+    "PUT /v2/organizations/copy-compliance-information-between-apps": Replay.SAFE,
+    "PUT /v2/organizations/copy-organization-compliance-to-app/{api_app_id}": Replay.SAFE,
+}
 
 
 class ConnectFailed(APIConnectionError):
@@ -76,6 +176,27 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         when = when.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+def is_ambiguous(exc: BaseException) -> bool:
+    """Whether a failed attempt may have taken effect on the server: no readable answer
+    after the request left (a reset, a timeout), or a 500/502/504."""
+    if isinstance(exc, ConnectFailed):
+        return False
+    if isinstance(exc, APIConnectionError):
+        return True
+    return isinstance(exc, APIError) and exc.status in AMBIGUOUS_STATUSES
+
+
+def is_key_rejection(exc: BaseException) -> bool:
+    """Whether an error refuses an `idempotency_key` as already used. Dots does not
+    document the answer: a 409, or a 400/422 that mentions the idempotency key."""
+    if not isinstance(exc, APIError) or exc.status not in (400, 409, 422):
+        return False
+    if exc.status == 409:
+        return True
+    text = f"{exc.error_code or ''} {exc.message}".lower()
+    return "idempoten" in text
 
 
 def backoff_seconds(
@@ -115,14 +236,16 @@ class RetryPolicy:
         if isinstance(exc, APIError):
             if exc.retry_after is not None and exc.retry_after > self.max_retry_after:
                 return False  # fail fast rather than hold the caller that long
-            allowed = RETRYABLE_STATUSES if replay is Replay.SAFE else UNPROCESSED_STATUSES
+            allowed = (
+                UNPROCESSED_STATUSES if replay is Replay.UNPROCESSED_ONLY else RETRYABLE_STATUSES
+            )
             return exc.status in allowed
         if isinstance(exc, ConnectFailed):
             return True
         if isinstance(exc, APIConnectionError):
             # A reset or a timeout after the request was sent is ambiguous: the server
             # may have acted on it. Only operations that are safe to repeat go again.
-            return replay is Replay.SAFE
+            return replay is not Replay.UNPROCESSED_ONLY
         return False
 
     def wait_for(self, exc: BaseException, retry_number: int) -> float:

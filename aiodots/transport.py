@@ -22,14 +22,24 @@ from . import _json
 from ._version import __version__
 from .errors import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     DotsError,
+    IdempotencyKeyReusedError,
     InvalidResponseError,
     error_for_response,
     excerpt,
 )
 from .ratelimit import RateLimiter
-from .retry import ConnectFailed, Replay, RetryBudget, RetryPolicy, parse_retry_after
+from .retry import (
+    ConnectFailed,
+    Replay,
+    RetryBudget,
+    RetryPolicy,
+    is_ambiguous,
+    is_key_rejection,
+    parse_retry_after,
+)
 
 __all__ = ["CallOptions", "ClientStats", "Transport"]
 
@@ -85,8 +95,8 @@ class _Request:
     built once per call on the hot path, where a frozen attrs class costs more."""
 
     __slots__ = (
-        "data", "deadline_at", "decode", "headers", "max_pause", "method", "params", "path",
-        "timeout", "url",
+        "data", "deadline_at", "decode", "headers", "idempotency_key", "max_pause", "method",
+        "params", "path", "stream", "timeout", "url",
     )
 
     def __init__(
@@ -112,6 +122,8 @@ class _Request:
         self.deadline_at = deadline_at
         self.max_pause = max_pause
         self.decode = decode
+        self.stream: Callable[[], Any] | None = None
+        self.idempotency_key: str | None = None
 
 
 class Transport:
@@ -163,13 +175,19 @@ class Transport:
         replay: Replay = Replay.SAFE,
         options: CallOptions | None = None,
         decode: Callable[[Any, int], Any] | None = None,
+        stream: Callable[[], Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Send one logical call and return its decoded JSON body (None when empty), or
         what `decode(body, status)` makes of it: decoding inside the call lets a body of
-        the wrong shape be reported with the status it came with."""
+        the wrong shape be reported with the status it came with.
+
+        `stream` makes a fresh request body (multipart form, a streamed upload) for each
+        attempt, so a retry sends it again from the start; its own headers apply.
+        """
         policy = self._policy if options is None else options.apply(self._policy)
         data = None if body is None else _json.dumps(body)
-        headers = self._headers_get if data is None else self._headers_body
+        headers = self._headers_get if data is None and stream is None else self._headers_body
         if options is not None and options.headers:
             headers = {**headers, **options.headers}
         request = _Request(
@@ -185,6 +203,9 @@ class Transport:
             policy.max_retry_after,
             decode,
         )
+        if stream is not None:
+            request.stream = stream
+        request.idempotency_key = idempotency_key
         self._stats.calls += 1
         try:
             result = await self._attempt(request, 1)
@@ -207,20 +228,36 @@ class Transport:
         spent = 0
         next_wait = 0.0
         attempt_number = 1
+        # Whether an earlier attempt may have taken effect: then a keyed retry whose key
+        # is refused as used means that earlier attempt went through.
+        outcome_unknown = False
 
         async def attempt() -> Any:
             nonlocal attempt_number
             if replayed:
                 raise replayed.pop()
             attempt_number += 1
-            return await self._attempt(request, attempt_number)
+            try:
+                return await self._attempt(request, attempt_number)
+            except APIError as exc:
+                if outcome_unknown and replay is Replay.IDEMPOTENT and is_key_rejection(exc):
+                    raise IdempotencyKeyReusedError(
+                        "an earlier attempt of this call went through (its answer was "
+                        f"lost), and the API refuses idempotency key {request.idempotency_key}"
+                        f" as used: {exc.message}",
+                        idempotency_key=request.idempotency_key,
+                        status=exc.status, method=request.method, path=request.path,
+                        body=exc.body, headers=exc.headers, error_code=exc.error_code,
+                    ) from exc
+                raise
 
         def should_retry(state: RetryCallState) -> bool:
-            nonlocal spent, next_wait
+            nonlocal spent, next_wait, outcome_unknown
             outcome = state.outcome
             exc = outcome.exception() if outcome is not None else None
             if exc is None:
                 return False
+            outcome_unknown = outcome_unknown or is_ambiguous(exc)
             if state.attempt_number > policy.max_retries or not policy.is_retryable(exc, replay):
                 return False
             wait = policy.wait_for(exc, state.attempt_number)
@@ -280,15 +317,22 @@ class Transport:
                     "the call's deadline passed", method=request.method, path=request.path
                 )
             timeout = aiohttp.ClientTimeout(total=min(left, timeout.total or left))
+        data: Any = request.data
+        headers = request.headers
+        if request.stream is not None:
+            data = request.stream()
+            if isinstance(data, aiohttp.FormData):
+                # aiohttp sets the multipart Content-Type with its boundary itself.
+                headers = {k: v for k, v in headers.items() if k != "Content-Type"}
         sent_at = limiter.now()
         self._stats.requests += 1
         try:
             async with session.request(
                 request.method,
                 request.url,
-                data=request.data,
+                data=data,
                 params=request.params,
-                headers=request.headers,
+                headers=headers,
                 timeout=timeout,
             ) as response:
                 raw = await response.read()

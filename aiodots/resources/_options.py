@@ -8,7 +8,7 @@ from typing import TypedDict, Unpack
 from aiodots.errors import ValidationError
 from aiodots.transport import CallOptions
 
-__all__ = ["CallOverrides", "call_options"]
+__all__ = ["CallOverrides", "CallOverridesNoAppId", "call_options"]
 
 
 class CallOverrides(TypedDict, total=False):
@@ -57,3 +57,14 @@ def call_options(**overrides: Unpack[CallOverrides]) -> CallOptions | None:
         )
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"invalid call option: {exc}") from exc
+
+
+class CallOverridesNoAppId(TypedDict, total=False):
+    """`CallOverrides` for methods where the API itself has an `api_app_id` argument: there
+    the argument is the API's, and the header goes through `extra_headers`."""
+
+    timeout: float
+    max_retries: int
+    deadline: float
+    extra_headers: Mapping[str, str]
+    user_ip: str

@@ -1,0 +1,334 @@
+"""What every resource shares: operations, path building, decoding, idempotency keys and
+lazy pagination. Resource modules only say which operation a method sends and with what.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import date, datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import attrs
+
+from aiodots.batch import Batch, BatchSummary
+from aiodots.converter import (
+    structure_list,
+    structure_page,
+    structure_response,
+    unstructure_request,
+)
+from aiodots.errors import IdempotencyKeyReusedError, InvalidResponseError, ValidationError
+from aiodots.files import Upload
+from aiodots.models import Page
+from aiodots.models._fields import Param
+from aiodots.retry import REPLAY, Replay
+from aiodots.transport import CallOptions, Transport
+
+from ._options import CallOverrides, call_options
+
+__all__ = ["Operation", "Pages", "Resource"]
+
+T = TypeVar("T")
+Req = TypeVar("Req")
+
+DEFAULT_BATCH_CONCURRENCY = 64
+_PAGE_PARAMS = ("limit", "starting_after", "ending_before")
+
+
+@attrs.frozen
+class Operation:
+    """One operation of the API: `"METHOD /v2/path"` and what its answer decodes to.
+
+    `returns` is a model class (one object), `Page` of a model via `page_of`, a tuple of
+    a model via `list_of`, or None for answers whose body carries nothing to keep.
+    """
+
+    method: str
+    path: str
+    returns: type[Any] | None = None
+    page_of: type[Any] | None = None
+    list_of: type[Any] | None = None
+    #: Checks of query parameters beyond the pagination ones (enums, UUIDs, dates).
+    query: Mapping[str, Param] = attrs.field(factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
+    @property
+    def replay(self) -> Replay:
+        return REPLAY[self.key]
+
+    def decode(self, data: Any, status: int, path: str) -> Any:
+        if self.page_of is not None:
+            return structure_page(data, self.page_of, method=self.method, path=path, status=status)
+        if self.list_of is not None:
+            return structure_list(data, self.list_of, method=self.method, path=path, status=status)
+        if self.returns is not None:
+            return structure_response(
+                data, self.returns, method=self.method, path=path, status=status
+            )
+        return None
+
+
+def _path_segment(name: str, value: object) -> str:
+    if isinstance(value, uuid.UUID):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{name} must be a non-empty string, not {value!r}")
+    return quote(value, safe="")
+
+
+def _query_value(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        if not value:
+            raise ValidationError(f"{name} must not be empty")
+        return value
+    raise ValidationError(f"{name} must be a string, number or boolean, not {value!r}")
+
+
+def page_params(query: Mapping[str, Any], op: Operation | None = None) -> dict[str, str]:
+    """Query parameters as text, leaving out the unset ones; pagination checked here, and
+    the operation's own checks (an unknown enum value fails before anything is sent)."""
+    if op is not None and op.query:
+        query = {
+            name: op.query[name](name, value) if name in op.query else value
+            for name, value in query.items()
+        }
+    limit = query.get("limit")
+    if limit is not None and (
+        not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100
+    ):
+        raise ValidationError(f"limit must be an integer from 1 to 100, not {limit!r}")
+    if query.get("starting_after") is not None and query.get("ending_before") is not None:
+        raise ValidationError("give starting_after or ending_before, not both")
+    return {name: _query_value(name, value) for name, value in query.items() if value is not None}
+
+
+class Resource:
+    """Base of every `client.<resource>`: sends operations through the transport."""
+
+    def __init__(self, transport: Transport, retry_counter: Callable[[], int]) -> None:
+        self._transport = transport
+        self._retry_counter = retry_counter
+
+    async def _send(
+        self,
+        op: Operation,
+        path_args: Mapping[str, object] | None = None,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        options: CallOptions | None = None,
+        raw_body: Any = None,
+    ) -> Any:
+        """Send one logical call of `op` and decode its answer.
+
+        A request model with an `idempotency_key` field gets a fresh UUID4 when the
+        caller left it unset; the same key then goes out on every attempt.
+        """
+        path = op.path
+        if path_args:
+            path = path.format_map(
+                {name: _path_segment(name, value) for name, value in path_args.items()}
+            )
+        params = page_params(query, op) if query else None
+        if body is not None and op.replay is Replay.IDEMPOTENT:
+            body = with_idempotency_key(body)
+        payload = unstructure_request(body) if body is not None else raw_body
+
+        def decode(data: Any, status: int) -> Any:
+            return op.decode(data, status, path)
+
+        try:
+            return await self._transport.request(
+                op.method, path, body=payload, params=params or None, replay=op.replay,
+                options=options, decode=decode,
+            )
+        except IdempotencyKeyReusedError as exc:
+            recovered = await self._recover(op, body, exc, options)
+            if recovered is None:
+                raise
+            return recovered
+
+    async def _send_form(
+        self,
+        op: Operation,
+        path_args: Mapping[str, object] | None,
+        *,
+        body: Any,
+        options: CallOptions | None,
+    ) -> Any:
+        """Send `body`'s fields as multipart/form-data, its file streamed from disk."""
+        fields = unstructure_request(attrs.evolve(body, file=None))
+        upload = Upload(body.file)
+        text = {name: str(value) for name, value in fields.items()}
+        return await self._send_stream(op, path_args, upload, upload.form(text), options)
+
+    async def _send_base64_file(
+        self,
+        op: Operation,
+        path_args: Mapping[str, object] | None,
+        *,
+        body: Any,
+        options: CallOptions | None,
+    ) -> Any:
+        """Send `body` as JSON whose `file` is the file's base64, encoded while sending."""
+        if body.file is None:
+            return await self._send(op, path_args, body=body, options=options)
+        fields = unstructure_request(attrs.evolve(body, file=None))
+        upload = Upload(body.file)
+        return await self._send_stream(op, path_args, upload, upload.base64_json(fields), options)
+
+    async def _send_stream(
+        self,
+        op: Operation,
+        path_args: Mapping[str, object] | None,
+        upload: Upload,
+        stream: Callable[[], Any],
+        options: CallOptions | None,
+    ) -> Any:
+        if not upload.rewindable:
+            options = attrs.evolve(options or CallOptions(), max_retries=0)
+        path = op.path.format_map(
+            {name: _path_segment(name, value) for name, value in (path_args or {}).items()}
+        )
+
+        def decode(data: Any, status: int) -> Any:
+            return op.decode(data, status, path)
+
+        return await self._transport.request(
+            op.method, path, replay=op.replay, options=options, decode=decode, stream=stream
+        )
+
+    async def _recover(
+        self, op: Operation, body: Any, error: IdempotencyKeyReusedError,
+        options: CallOptions | None,
+    ) -> Any:
+        """Find what an earlier attempt created when the API refused its key again.
+        Resources whose objects can be looked up by key override this; None: not found."""
+        return None
+
+    def _pages(
+        self,
+        op: Operation,
+        path_args: Mapping[str, object] | None,
+        query: Mapping[str, Any],
+        overrides: CallOverrides,
+    ) -> Pages[Any]:
+        page_params(query, op)  # fail on bad arguments now, not at the first iteration
+        options = call_options(**overrides)
+
+        async def fetch(cursor: Mapping[str, Any]) -> Page[Any]:
+            page: Page[Any] = await self._send(
+                op, path_args, query={**query, **cursor}, options=options
+            )
+            return page
+
+        return Pages(fetch, query.get("starting_after"), query.get("ending_before"))
+
+    def _create_many(
+        self,
+        requests: Any,
+        send: Callable[[Req, CallOptions | None], Any],
+        prepare: Callable[[Any], Req],
+        *,
+        concurrency: int,
+        ordered: bool,
+        on_progress: Callable[[BatchSummary], None] | None,
+        overrides: CallOverrides,
+    ) -> Batch[Req, Any]:
+        options = call_options(**overrides)
+
+        async def run_one(request: Req) -> Any:
+            return await send(request, options)
+
+        def prepare_keyed(raw: Any) -> Req:
+            # The key is fixed when the item is prepared, so every attempt of the item
+            # carries the same one (and the caller sees it on `BatchItem.request`).
+            return with_idempotency_key(prepare(raw))
+
+        return Batch(
+            requests,
+            run_one,
+            prepare=prepare_keyed,
+            concurrency=concurrency,
+            ordered=ordered,
+            on_progress=on_progress,
+            retry_counter=self._retry_counter,
+        )
+
+
+def with_idempotency_key(body: T) -> T:
+    """`body` with a fresh UUID4 `idempotency_key` unless it has one (or takes none)."""
+    if attrs.has(type(body)) and getattr(body, "idempotency_key", "") is None:
+        return attrs.evolve(body, idempotency_key=str(uuid.uuid4()))  # type: ignore[misc]
+    return body
+
+
+class Pages(Generic[T]):
+    """Async iterator over every object of a list, one page request at a time;
+    `.pages()` yields the pages themselves.
+
+    Pages follow `has_more`: forwards with `starting_after`, or backwards when started
+    from `ending_before`. A server that answers the same cursor again, or a page already
+    seen, ends the iteration with `InvalidResponseError` instead of looping forever.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[Mapping[str, Any]], Any],
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+    ) -> None:
+        self._fetch = fetch
+        self._starting_after = starting_after
+        self._ending_before = ending_before
+
+    async def pages(self) -> AsyncIterator[Page[T]]:
+        backwards = self._ending_before is not None
+        cursor = self._ending_before if backwards else self._starting_after
+        seen_cursors: set[str] = set()
+        seen_pages: set[tuple[str, ...]] = set()
+        while True:
+            arg = "ending_before" if backwards else "starting_after"
+            page: Page[T] = await self._fetch({arg: cursor} if cursor is not None else {})
+            ids = tuple(str(getattr(item, "id", "")) for item in page.data)
+            if ids in seen_pages and ids:
+                raise InvalidResponseError(
+                    f"the list does not advance: {arg}={cursor!r} answered a page already "
+                    "seen",
+                    status=200, method="GET", path="", body=None,
+                )
+            seen_pages.add(ids)
+            yield page
+            if not page.has_more or not page.data:
+                return
+            next_cursor = ids[0] if backwards else ids[-1]
+            if not next_cursor or next_cursor == cursor or next_cursor in seen_cursors:
+                raise InvalidResponseError(
+                    f"the list does not advance: after {arg}={cursor!r} the next cursor "
+                    f"would be {next_cursor!r} again",
+                    status=200, method="GET", path="", body=None,
+                )
+            if cursor is not None:
+                seen_cursors.add(cursor)
+            cursor = next_cursor
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._items()
+
+    async def _items(self) -> AsyncIterator[T]:
+        async for page in self.pages():
+            for item in page.data:
+                yield item
