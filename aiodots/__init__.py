@@ -1,5 +1,6 @@
 """aiodots: an asyncio client for the Dots API, built for bulk onboarding jobs."""
 
+from . import models
 from ._version import __version__
 from .batch import Batch, BatchItem, BatchSummary
 from .client import ENVIRONMENTS, Client
@@ -12,6 +13,7 @@ from .errors import (
     ClientClosedError,
     ConflictError,
     DotsError,
+    IdempotencyKeyReusedError,
     InvalidResponseError,
     NotFoundError,
     PermissionDeniedError,
@@ -20,14 +22,16 @@ from .errors import (
     UnprocessableEntityError,
     ValidationError,
 )
-from .models import CreateFlow, Flow, FlowStep, Page, RedirectStep, Step
+from .models import *  # noqa: F403  (every model; `models.__all__` lists them)
+from .operations import OPERATIONS
 from .ratelimit import AdaptiveRateLimiter, RateLimit, RateLimiter
 from .retry import Replay, RetryBudget, RetryPolicy
 from .session import Limits
 from .transport import CallOptions, ClientStats
 
-__all__ = [
+__all__ = [  # the core names, then every model
     "ENVIRONMENTS",
+    "OPERATIONS",
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
@@ -42,25 +46,21 @@ __all__ = [
     "ClientClosedError",
     "ClientStats",
     "ConflictError",
-    "CreateFlow",
     "DotsError",
-    "Flow",
-    "FlowStep",
+    "IdempotencyKeyReusedError",
     "InvalidResponseError",
     "Limits",
     "NotFoundError",
-    "Page",
     "PermissionDeniedError",
     "RateLimit",
     "RateLimitError",
     "RateLimiter",
-    "RedirectStep",
     "Replay",
     "RetryBudget",
     "RetryPolicy",
     "ServerError",
-    "Step",
     "UnprocessableEntityError",
     "ValidationError",
     "__version__",
+    *models.__all__,
 ]

@@ -15,7 +15,23 @@ import attrs
 from .auth import basic_auth_header
 from .errors import ClientClosedError, ValidationError
 from .ratelimit import AdaptiveRateLimiter, RateLimit, RateLimiter
-from .resources import Flows
+from .resources import (
+    AccountsPayable,
+    Apps,
+    Flows,
+    Organizations,
+    OrganizationTransfers,
+    PaymentCustomers,
+    Payments,
+    PayoutBatches,
+    PayoutLinks,
+    PayoutRequests,
+    Payouts,
+    Transactions,
+    TransferBatches,
+    Transfers,
+    Users,
+)
 from .retry import RetryBudget, RetryPolicy
 from .session import Limits, SessionManager
 from .transport import ClientStats, Transport
@@ -110,7 +126,23 @@ class Client:
             stats=self.stats,
             sleep=sleep,
         )
-        self.flows = Flows(self._transport, lambda: self.stats.retries)
+        # One attribute per API resource, named after its path (DESIGN.md).
+        shared = (self._transport, lambda: self.stats.retries)
+        self.flows = Flows(*shared)
+        self.users = Users(*shared)
+        self.transfers = Transfers(*shared)
+        self.organization_transfers = OrganizationTransfers(*shared)
+        self.payouts = Payouts(*shared)
+        self.payout_links = PayoutLinks(*shared)
+        self.payout_batches = PayoutBatches(*shared)
+        self.payout_requests = PayoutRequests(*shared)
+        self.transfer_batches = TransferBatches(*shared)
+        self.transactions = Transactions(*shared)
+        self.payments = Payments(*shared)
+        self.payment_customers = PaymentCustomers(*shared)
+        self.apps = Apps(*shared)
+        self.organizations = Organizations(*shared)
+        self.accounts_payable = AccountsPayable(*shared)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
