@@ -306,15 +306,21 @@ class Generator:
     # -- schemas --------------------------------------------------------------------------
 
     def resolve(self, schema: Any) -> tuple[Any, str | None]:
+        """The schema a `$ref` points to, with the keywords beside the `$ref` kept (OpenAPI
+        3.1 allows them: the payment customer body adds a `oneOf` to its `$ref`)."""
         ref = None
         while isinstance(schema, dict) and "$ref" in schema:
             ref = schema["$ref"].split("/")[-1]
-            schema = self.schemas[ref]
+            siblings = {k: v for k, v in schema.items() if k not in ("$ref", "description")}
+            schema = {**self.schemas[ref], **siblings} if siblings else self.schemas[ref]
         return schema, ref
 
     def merged(self, schema: Any) -> Any:
-        """allOf folded into one object schema."""
+        """allOf folded into one object schema, and the properties that a `oneOf` of
+        if/then alternatives adds (an approval condition's `value`) made fields of it."""
         schema, _ = self.resolve(schema)
+        if isinstance(schema, dict) and any("then" in alt for alt in schema.get("oneOf", [])):
+            schema = conditional_properties(schema)
         if not isinstance(schema, dict) or "allOf" not in schema:
             return schema
         out: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
@@ -492,9 +498,10 @@ class Generator:
                 self.need(module, "aiodots.models.flows", "Step")
                 if request:
                     self.need(module, "aiodots.models.flows", "FlowStep")
-                    self.need(module, "aiodots.models.flows", "to_steps")
+                    converter = "to_steps" if f.required else "to_optional_steps"
+                    self.need(module, "aiodots.models.flows", converter)
                     f.annotation = "tuple[Step | FlowStep, ...]"
-                    f.converter = "to_steps"
+                    f.converter = converter
                     f.input_annotation = "Iterable[Step | str | FlowStep | Mapping[str, Any]]"
                     self.need(module, "collections.abc", "Iterable")
                     self.need(module, "collections.abc", "Mapping")
@@ -671,6 +678,20 @@ class Generator:
         cls = self.class_for(item, singular(resource), module, False, "One item of the list.")
         self.need_class(module, cls)
         return cls
+
+
+def conditional_properties(schema: dict[str, Any]) -> dict[str, Any]:
+    """Fold the `then` properties of a `oneOf` of if/then alternatives into the schema's
+    own properties; a property whose type differs between alternatives is untyped."""
+    properties = dict(schema.get("properties", {}))
+    added: dict[str, Any] = {}
+    for alt in schema["oneOf"]:
+        for name, sub in (alt.get("then", {}).get("properties") or {}).items():
+            if name in properties:
+                continue
+            added[name] = sub if name not in added or added[name] == sub else {}
+    rest = {k: v for k, v in schema.items() if k != "oneOf"}
+    return {**rest, "properties": {**properties, **added}}
 
 
 def snake(name: str) -> str:

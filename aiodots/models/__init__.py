@@ -15,6 +15,7 @@ from .approval_policies import (
     ApprovalPolicyUpdatePriorityRequest,
     CreateApprovalPolicy,
     CreateApprovalPolicyApprovalCondition,
+    CreateApprovalPolicyPayableCondition,
 )
 from .approvers import Approver
 from .apps import (
@@ -171,6 +172,7 @@ __all__ = [
     "CreateApp",
     "CreateApprovalPolicy",
     "CreateApprovalPolicyApprovalCondition",
+    "CreateApprovalPolicyPayableCondition",
     "CreateFlow",
     "CreateOrganizationTransfer",
     "CreatePayable",

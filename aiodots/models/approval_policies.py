@@ -6,9 +6,8 @@ generator, not this file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -23,6 +22,7 @@ __all__ = [
     "ApprovalPolicyUpdatePriorityRequest",
     "CreateApprovalPolicy",
     "CreateApprovalPolicyApprovalCondition",
+    "CreateApprovalPolicyPayableCondition",
 ]
 
 
@@ -106,6 +106,28 @@ class ApprovalPolicyUpdatePriorityRequest:
 
 
 @attrs.frozen(kw_only=True, slots=True)
+class CreateApprovalPolicyPayableCondition:
+    """An item of `payable_conditions`.
+
+    Checked on construction: bad input raises `ValidationError` before anything is sent.
+    Fields left as None are not sent.
+    """
+
+    type: Literal["amount", "vendor_id"] = attrs.field(validator=v.enum("amount", "vendor_id"))
+    value: Any
+    comparator: Literal["<=", "==", ">="] | None = attrs.field(
+        default=None,
+        validator=v.enum("<=", "==", ">="),
+    )
+
+
+def _create_approval_policy_payable_condition_list(
+    value: Any,
+) -> tuple[CreateApprovalPolicyPayableCondition, ...] | None:
+    return v.optional_models(CreateApprovalPolicyPayableCondition, value)
+
+
+@attrs.frozen(kw_only=True, slots=True)
 class CreateApprovalPolicyApprovalCondition:
     """An item of `approval_conditions`.
 
@@ -135,9 +157,8 @@ class CreateApprovalPolicy:
     Fields left as None are not sent.
     """
 
-    payable_conditions: tuple[Mapping[str, Any], ...] = attrs.field(
-        converter=v.to_strings,
-        validator=[v.each(v.object_value()), v.unique_items],
+    payable_conditions: tuple[CreateApprovalPolicyPayableCondition, ...] = attrs.field(
+        converter=_create_approval_policy_payable_condition_list,
     )
     approval_conditions: tuple[CreateApprovalPolicyApprovalCondition, ...] = attrs.field(
         converter=_create_approval_policy_approval_condition_list,

@@ -147,6 +147,11 @@ def to_steps(value: object) -> tuple[Step | FlowStep, ...]:
     return steps
 
 
+def to_optional_steps(value: object) -> tuple[Step | FlowStep, ...] | None:
+    """`to_steps` for a field that may be left out (a payout link's `additional_steps`)."""
+    return None if value is None else to_steps(value)
+
+
 def to_user_id(value: object) -> str | None:
     if value is None:
         return None

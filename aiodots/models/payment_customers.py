@@ -68,6 +68,9 @@ class CreatePaymentCustomer:
     created: datetime | None = attrs.field(default=None, converter=v.to_datetime)
     updated: datetime | None = attrs.field(default=None, converter=v.to_datetime)
 
+    def __attrs_post_init__(self) -> None:
+        v.exactly_one_group(self, (("first_name", "last_name"), ("business_name",)))
+
 
 @attrs.frozen(kw_only=True, slots=True)
 class PaymentCustomerAddress:

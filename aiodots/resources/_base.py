@@ -170,9 +170,8 @@ class Resource:
         options: CallOptions | None,
     ) -> Any:
         """Send `body`'s fields as multipart/form-data, its file streamed from disk."""
-        fields = unstructure_request(attrs.evolve(body, file=None))
         upload = Upload(body.file)
-        text = {name: str(value) for name, value in fields.items()}
+        text = {name: str(value) for name, value in _fields_but_file(body).items()}
         return await self._send_stream(op, path_args, upload, upload.form(text), options)
 
     async def _send_base64_file(
@@ -186,9 +185,9 @@ class Resource:
         """Send `body` as JSON whose `file` is the file's base64, encoded while sending."""
         if body.file is None:
             return await self._send(op, path_args, body=body, options=options)
-        fields = unstructure_request(attrs.evolve(body, file=None))
         upload = Upload(body.file)
-        return await self._send_stream(op, path_args, upload, upload.base64_json(fields), options)
+        stream = upload.base64_json(_fields_but_file(body))
+        return await self._send_stream(op, path_args, upload, stream, options)
 
     async def _send_stream(
         self,
@@ -267,6 +266,11 @@ class Resource:
             on_progress=on_progress,
             retry_counter=self._retry_counter,
         )
+
+
+def _fields_but_file(body: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = unstructure_request(attrs.evolve(body, file=None))
+    return {name: value for name, value in fields.items() if name != "file" and value is not None}
 
 
 def with_idempotency_key(body: T) -> T:

@@ -18,6 +18,7 @@ from aiodots.models.approval_policies import (
     ApprovalPolicyUpdatePriorityRequest,
     CreateApprovalPolicy,
     CreateApprovalPolicyApprovalCondition,
+    CreateApprovalPolicyPayableCondition,
 )
 
 from ._base import Operation, Pages, Resource
@@ -75,7 +76,7 @@ class ApprovalPolicies(Resource):
     async def create(
         self,
         *,
-        payable_conditions: Iterable[Mapping[str, Any]],
+        payable_conditions: Iterable[CreateApprovalPolicyPayableCondition | Mapping[str, Any]],
         approval_conditions: Iterable[CreateApprovalPolicyApprovalCondition | Mapping[str, Any]],
         description: str | None = None,
         **overrides: Unpack[CallOverrides],

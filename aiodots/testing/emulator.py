@@ -27,7 +27,10 @@ from typing import Any, TypedDict
 import attrs
 from aiohttp import web
 
+from .api import ApiState, IdempotencyMode
 from .faults import FaultPlan, FaultState, ForcedResponse
+from .spec import InvalidInput as SpecViolation
+from .spec import load_spec
 from .validation import InvalidInput, validate_create_flow
 
 __all__ = ["DotsEmulator", "EmulatorStats", "RecordedRequest"]
@@ -40,6 +43,7 @@ _HTML_502 = (
 )
 _REASONS = {
     400: ("invalid-input", "Bad request"),
+    409: ("conflict", "Conflict"),
     401: ("unauthorized", "Invalid credentials"),
     404: ("not-found", "Not found"),
     408: ("request-timeout", "Request timeout"),
@@ -78,6 +82,11 @@ class EmulatorStats:
     created: int = 0
     #: creates per `user_id`: a value above 1 means a flow was created twice for one user
     created_per_user: Counter[str] = attrs.Factory(Counter)
+    #: objects created per resource ("flows", "users", "transfers", "payouts",
+    #: "payout_links"); a request repeating an idempotency key creates nothing
+    created_by_resource: Counter[str] = attrs.Factory(Counter)
+    #: requests seen per `idempotency_key`
+    requests_per_key: Counter[str] = attrs.Factory(Counter)
     resets: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -110,6 +119,7 @@ class DotsEmulator:
         client_id: str = DEFAULT_CLIENT_ID,
         api_key: str = DEFAULT_API_KEY,
         record_bodies: bool = True,
+        idempotency: IdempotencyMode = "replay",
     ) -> None:
         self.host = host
         self.port = port
@@ -130,6 +140,17 @@ class DotsEmulator:
         self._app.router.add_post("/api/v2/flows", self._create_flow)
         self._app.router.add_get("/api/v2/flows", self._list_flows)
         self._app.router.add_get("/api/v2/flows/{flow_id}", self._get_flow)
+        #: Every other operation of the spec: checked against it, answered from memory
+        #: (users, transfers, payouts, payout links) or from its response schema.
+        #: `idempotency`: what a repeated `idempotency_key` gets, the first answer again
+        #: ("replay", Dots' idempotency reference) or a 409 ("reject", the spec's text).
+        self.spec = load_spec()
+        self.api = ApiState(
+            self.spec, _error, lambda: self.stats, idempotency=idempotency,
+            link_base=lambda: self.url,
+        )
+        self.api.register(self._app.router, skip={"POST /v2/flows", "GET /v2/flows",
+                                                  "GET /v2/flows/{flow_id}"})
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -290,7 +311,8 @@ class DotsEmulator:
             return _error(400, "the body is not valid JSON")
         try:
             validate_create_flow(body)
-        except InvalidInput as exc:
+            self.spec.check_body(self.spec.operations["POST /v2/flows"], body)
+        except (InvalidInput, SpecViolation) as exc:
             return _error(400, str(exc))
         flow_id = str(uuid.uuid4())
         flow = {
@@ -308,6 +330,7 @@ class DotsEmulator:
         self._flow_index[flow_id] = len(self._flow_order)
         self._flow_order.append(flow_id)
         self.stats.created += 1
+        self.stats.created_by_resource["flows"] += 1
         if body.get("user_id"):
             self.stats.created_per_user[body["user_id"]] += 1
         return web.json_response(flow)
@@ -320,6 +343,10 @@ class DotsEmulator:
 
     async def _list_flows(self, request: web.Request) -> web.Response:
         query = request.query
+        try:
+            self.spec.check_query(self.spec.operations["GET /v2/flows"], query)
+        except SpecViolation as exc:
+            return _error(400, str(exc))
         try:
             limit = int(query.get("limit", "10"))
         except ValueError:
@@ -353,8 +380,12 @@ class DotsEmulator:
         return None if index is None else len(self._flow_order) - 1 - index
 
 
-def _error(status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
-    code, _ = _REASONS.get(status, ("error", "Error"))
+def _error(
+    status: int, message: str, *, headers: dict[str, str] | None = None,
+    code: str | None = None,
+) -> web.Response:
+    if code is None:
+        code, _ = _REASONS.get(status, ("error", "Error"))
     return web.json_response(
         {"error_code": code, "message": message}, status=status, headers=headers
     )
