@@ -1,5 +1,6 @@
 """aiodots: an asyncio client for the Dots API, built for bulk onboarding jobs."""
 
+from . import webhooks
 from ._version import __version__
 from .batch import Batch, BatchItem, BatchSummary
 from .client import ENVIRONMENTS, Client
@@ -19,6 +20,7 @@ from .errors import (
     ServerError,
     UnprocessableEntityError,
     ValidationError,
+    WebhookVerificationError,
 )
 from .models import CreateFlow, Flow, FlowStep, Page, RedirectStep, Step
 from .ratelimit import AdaptiveRateLimiter, RateLimit, RateLimiter
@@ -62,5 +64,7 @@ __all__ = [
     "Step",
     "UnprocessableEntityError",
     "ValidationError",
+    "WebhookVerificationError",
     "__version__",
+    "webhooks",
 ]
