@@ -10,8 +10,10 @@ from .emulator import (
     RecordedRequest,
 )
 from .faults import FaultPlan, ForcedResponse, ServerRateLimit
+from .webhooks import SVIX_SCHEDULE, Attempt, Delivery, Endpoint, Message, WebhookSender
 
 __all__ = [
+    "SVIX_SCHEDULE",
     "DEFAULT_API_KEY",
     "DEFAULT_CLIENT_ID",
     "DotsEmulator",
@@ -20,4 +22,9 @@ __all__ = [
     "ForcedResponse",
     "RecordedRequest",
     "ServerRateLimit",
+    "Attempt",
+    "Delivery",
+    "Endpoint",
+    "Message",
+    "WebhookSender",
 ]

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from .faults import FaultPlan, FaultState, ForcedResponse
 from .validation import InvalidInput, validate_create_flow
+from .webhooks import Message, WebhookSender
 
 __all__ = ["DotsEmulator", "EmulatorStats", "RecordedRequest"]
 
@@ -110,6 +111,7 @@ class DotsEmulator:
         client_id: str = DEFAULT_CLIENT_ID,
         api_key: str = DEFAULT_API_KEY,
         record_bodies: bool = True,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -126,6 +128,8 @@ class DotsEmulator:
             f"{client_id}:{api_key}".encode()
         ).decode()
         self._runner: web.AppRunner | None = None
+        #: webhook deliveries: `emulator.webhooks.subscribe(url, secret)`, `.emit(...)`
+        self.webhooks = webhooks if webhooks is not None else WebhookSender()
         self._app = web.Application(middlewares=[self._pipeline], client_max_size=1024**2)
         self._app.router.add_post("/api/v2/flows", self._create_flow)
         self._app.router.add_get("/api/v2/flows", self._list_flows)
@@ -146,6 +150,7 @@ class DotsEmulator:
         return self
 
     async def stop(self) -> None:
+        await self.webhooks.close()  # no delivery outlives the emulator
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -204,6 +209,17 @@ class DotsEmulator:
 
     def reset_stats(self) -> None:
         self.stats = EmulatorStats()
+
+    # -- state changes that send webhooks ----------------------------------------------------
+
+    def complete_flow(self, flow_id: str) -> Message:
+        """Mark every step of a flow completed, as if its person finished it, and send
+        `flow.updated` to the endpoints subscribed on `self.webhooks`."""
+        flow = self.flows.get(flow_id)
+        if flow is None:
+            raise KeyError(f"the emulator has no flow {flow_id!r}")
+        flow["completed_steps"] = list(flow["steps"])
+        return self.webhooks.emit("flow.updated", {"flow_id": flow_id})
 
     # -- the pipeline ---------------------------------------------------------------------
 
