@@ -140,8 +140,11 @@ def aiohttp_handler(
 
     Answers 400 to a delivery that does not verify, awaits `on_event(event)` for one that
     does, then answers 204. An exception from `on_event` becomes a 500, and Svix delivers
-    the message again later (with the same `delivery_id`).
+    the message again later (with the same `delivery_id`). A malformed secret raises
+    `WebhookVerificationError` here, when the app is built, rather than turning every
+    delivery into a 400.
     """
+    _key_from(secret)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         await on_event(await verify_request(request, secret, tolerance=tolerance))

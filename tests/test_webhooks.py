@@ -235,6 +235,13 @@ def test_no_failure_message_shows_the_secret() -> None:
         assert raw not in repr(caught.value)
 
 
+def test_the_aiohttp_handler_refuses_a_malformed_secret_when_it_is_built() -> None:
+    async def on_event(event: WebhookEvent) -> None: ...
+
+    with pytest.raises(WebhookVerificationError, match="secret"):
+        aiodots.webhooks.aiohttp_handler("whsec_***", on_event)
+
+
 def test_it_is_a_dots_error_exported_from_the_package() -> None:
     assert aiodots.WebhookVerificationError is WebhookVerificationError
     assert issubclass(WebhookVerificationError, aiodots.DotsError)
