@@ -10,7 +10,14 @@ from .emulator import (
     RecordedRequest,
 )
 from .faults import FaultPlan, ForcedResponse, ServerRateLimit
-from .webhooks import SVIX_SCHEDULE, Attempt, Delivery, Endpoint, Message, WebhookSender
+from .webhooks import (
+    SVIX_SCHEDULE,
+    DeliveryAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookMessage,
+    WebhookSender,
+)
 
 __all__ = [
     "SVIX_SCHEDULE",
@@ -22,9 +29,9 @@ __all__ = [
     "ForcedResponse",
     "RecordedRequest",
     "ServerRateLimit",
-    "Attempt",
-    "Delivery",
-    "Endpoint",
-    "Message",
+    "DeliveryAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookMessage",
     "WebhookSender",
 ]

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from .faults import FaultPlan, FaultState, ForcedResponse
 from .validation import InvalidInput, validate_create_flow
-from .webhooks import Message, WebhookSender
+from .webhooks import WebhookMessage, WebhookSender
 
 __all__ = ["DotsEmulator", "EmulatorStats", "RecordedRequest"]
 
@@ -212,7 +212,7 @@ class DotsEmulator:
 
     # -- state changes that send webhooks ----------------------------------------------------
 
-    def complete_flow(self, flow_id: str) -> Message:
+    def complete_flow(self, flow_id: str) -> WebhookMessage:
         """Mark every step of a flow completed, as if its person finished it, and send
         `flow.updated` to the endpoints subscribed on `self.webhooks`."""
         flow = self.flows.get(flow_id)

@@ -32,7 +32,14 @@ import attrs
 
 from aiodots.webhooks import sign
 
-__all__ = ["SVIX_SCHEDULE", "Attempt", "Delivery", "Endpoint", "Message", "WebhookSender"]
+__all__ = [
+    "SVIX_SCHEDULE",
+    "DeliveryAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookMessage",
+    "WebhookSender",
+]
 
 logger = logging.getLogger("aiodots.testing.webhooks")
 
@@ -48,13 +55,13 @@ def new_secret() -> str:
 
 
 @attrs.frozen
-class Endpoint:
+class WebhookEndpoint:
     url: str
     secret: str = attrs.field(repr=False)
 
 
 @attrs.frozen
-class Attempt:
+class DeliveryAttempt:
     """One POST of a delivery."""
 
     number: int
@@ -72,18 +79,18 @@ class Attempt:
 
 
 @attrs.define(eq=False)
-class Delivery:
+class WebhookDelivery:
     """One message to one endpoint, and every attempt made for it."""
 
     message_id: str
     event_type: str
     payload: bytes
-    endpoint: Endpoint
-    attempts: list[Attempt] = attrs.Factory(list)
+    endpoint: WebhookEndpoint
+    attempts: list[DeliveryAttempt] = attrs.Factory(list)
     state: DeliveryState = "pending"
     _finished: asyncio.Event = attrs.Factory(asyncio.Event)
 
-    async def wait(self) -> Delivery:
+    async def wait(self) -> WebhookDelivery:
         """Until it succeeded, ran out of attempts or was cancelled (bound it with
         `asyncio.timeout`)."""
         await self._finished.wait()
@@ -91,16 +98,16 @@ class Delivery:
 
 
 @attrs.define(eq=False)
-class Message:
+class WebhookMessage:
     """One emitted event: its id (the `svix-id` of every attempt) and one delivery per
     endpoint subscribed when it was emitted."""
 
     id: str
     event_type: str
     payload: bytes
-    deliveries: list[Delivery]
+    deliveries: list[WebhookDelivery]
 
-    async def wait(self) -> Message:
+    async def wait(self) -> WebhookMessage:
         """Until every delivery has finished."""
         for delivery in self.deliveries:
             await delivery.wait()
@@ -131,18 +138,18 @@ class WebhookSender:
         self.timeout = timeout
         #: where `svix-timestamp` comes from (a test can move it on between attempts)
         self.clock = clock
-        self.endpoints: list[Endpoint] = []
+        self.endpoints: list[WebhookEndpoint] = []
         #: every message emitted, oldest first
-        self.messages: list[Message] = []
+        self.messages: list[WebhookMessage] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
     # -- subscriptions and events ---------------------------------------------------------------
 
-    def subscribe(self, url: str, secret: str | None = None) -> Endpoint:
+    def subscribe(self, url: str, secret: str | None = None) -> WebhookEndpoint:
         """Deliver every later message to `url`, signed with `secret` (a new `whsec_`
         one when None: read it back from the returned endpoint)."""
-        endpoint = Endpoint(url, secret if secret is not None else new_secret())
+        endpoint = WebhookEndpoint(url, secret if secret is not None else new_secret())
         sign(endpoint.secret, "check", 0, b"")  # a malformed secret fails here, not later
         self.endpoints.append(endpoint)
         return endpoint
@@ -150,13 +157,13 @@ class WebhookSender:
     def unsubscribe(self, url: str) -> None:
         self.endpoints = [e for e in self.endpoints if e.url != url]
 
-    def emit(self, event_type: str, data: Mapping[str, Any] | None = None) -> Message:
+    def emit(self, event_type: str, data: Mapping[str, Any] | None = None) -> WebhookMessage:
         """Send `{"event": event_type, **data}` (Dots' flat payload shape) to every
         subscribed endpoint. Returns at once; the deliveries run in the background."""
         payload = json.dumps({"event": event_type, **(data or {})}).encode()
         message_id = "msg_" + uuid.uuid4().hex
-        deliveries = [Delivery(message_id, event_type, payload, e) for e in self.endpoints]
-        message = Message(message_id, event_type, payload, deliveries)
+        deliveries = [WebhookDelivery(message_id, event_type, payload, e) for e in self.endpoints]
+        message = WebhookMessage(message_id, event_type, payload, deliveries)
         self.messages.append(message)
         for delivery in deliveries:
             task = asyncio.get_running_loop().create_task(self._deliver(delivery))
@@ -187,7 +194,7 @@ class WebhookSender:
 
     # -- delivering -----------------------------------------------------------------------------
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: WebhookDelivery) -> None:
         try:
             for number, delay in enumerate(self.schedule, start=1):
                 if delay:
@@ -204,7 +211,7 @@ class WebhookSender:
         finally:
             delivery._finished.set()
 
-    async def _attempt(self, delivery: Delivery, number: int) -> Attempt:
+    async def _attempt(self, delivery: WebhookDelivery, number: int) -> DeliveryAttempt:
         timestamp = int(self.clock())
         signature = sign(delivery.endpoint.secret, delivery.message_id, timestamp, delivery.payload)
         headers = {"Content-Type": "application/json", "User-Agent": "aiodots-emulator"}
@@ -232,7 +239,7 @@ class WebhookSender:
             delivery.event_type, delivery.message_id, number, delivery.endpoint.url,
             status if status is not None else error,
         )
-        return Attempt(number, timestamp, signature, status, error)
+        return DeliveryAttempt(number, timestamp, signature, status, error)
 
     def _open_session(self) -> aiohttp.ClientSession:
         if self._session is None:
