@@ -1,6 +1,6 @@
 """aiodots: an asyncio client for the Dots API, built for bulk onboarding jobs."""
 
-from . import models
+from . import models, webhooks
 from ._version import __version__
 from .batch import Batch, BatchItem, BatchSummary
 from .client import ENVIRONMENTS, Client
@@ -21,6 +21,7 @@ from .errors import (
     ServerError,
     UnprocessableEntityError,
     ValidationError,
+    WebhookVerificationError,
 )
 from .models import *  # noqa: F403  (every model; `models.__all__` lists them)
 from .operations import OPERATIONS
@@ -61,6 +62,8 @@ __all__ = [  # the core names, then every model
     "ServerError",
     "UnprocessableEntityError",
     "ValidationError",
+    "WebhookVerificationError",
     "__version__",
+    "webhooks",
     *models.__all__,
 ]

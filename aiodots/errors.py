@@ -28,6 +28,7 @@ __all__ = [
     "ServerError",
     "UnprocessableEntityError",
     "ValidationError",
+    "WebhookVerificationError",
     "error_for_response",
 ]
 
@@ -44,6 +45,12 @@ class ValidationError(DotsError, ValueError):
 
 class ClientClosedError(DotsError, RuntimeError):
     """The client was used after `close()`."""
+
+
+class WebhookVerificationError(DotsError):
+    """A webhook delivery could not be proven to come from Dots (bad or missing signature,
+    a timestamp outside the tolerance, a malformed secret or payload). Answer it with 400;
+    the message never contains the secret."""
 
 
 class APIConnectionError(DotsError):

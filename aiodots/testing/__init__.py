@@ -10,8 +10,17 @@ from .emulator import (
     RecordedRequest,
 )
 from .faults import FaultPlan, ForcedResponse, ServerRateLimit
+from .webhooks import (
+    SVIX_SCHEDULE,
+    DeliveryAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookMessage,
+    WebhookSender,
+)
 
 __all__ = [
+    "SVIX_SCHEDULE",
     "DEFAULT_API_KEY",
     "DEFAULT_CLIENT_ID",
     "DotsEmulator",
@@ -20,4 +29,9 @@ __all__ = [
     "ForcedResponse",
     "RecordedRequest",
     "ServerRateLimit",
+    "DeliveryAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookMessage",
+    "WebhookSender",
 ]

@@ -32,6 +32,7 @@ from .faults import FaultPlan, FaultState, ForcedResponse
 from .spec import InvalidInput as SpecViolation
 from .spec import load_spec
 from .validation import InvalidInput, validate_create_flow
+from .webhooks import WebhookMessage, WebhookSender
 
 __all__ = ["DotsEmulator", "EmulatorStats", "RecordedRequest"]
 
@@ -120,6 +121,7 @@ class DotsEmulator:
         api_key: str = DEFAULT_API_KEY,
         record_bodies: bool = True,
         idempotency: IdempotencyMode = "replay",
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -136,6 +138,8 @@ class DotsEmulator:
             f"{client_id}:{api_key}".encode()
         ).decode()
         self._runner: web.AppRunner | None = None
+        #: webhook deliveries: `emulator.webhooks.subscribe(url, secret)`, `.emit(...)`
+        self.webhooks = webhooks if webhooks is not None else WebhookSender()
         self._app = web.Application(middlewares=[self._pipeline], client_max_size=1024**2)
         self._app.router.add_post("/api/v2/flows", self._create_flow)
         self._app.router.add_get("/api/v2/flows", self._list_flows)
@@ -149,6 +153,7 @@ class DotsEmulator:
             self.spec, _error, lambda: self.stats, idempotency=idempotency,
             link_base=lambda: self.url,
         )
+        self.api.on_change.append(self._send_change)
         self.api.register(self._app.router, skip={"POST /v2/flows", "GET /v2/flows",
                                                   "GET /v2/flows/{flow_id}"})
 
@@ -167,6 +172,7 @@ class DotsEmulator:
         return self
 
     async def stop(self) -> None:
+        await self.webhooks.close()  # no delivery outlives the emulator
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -225,6 +231,34 @@ class DotsEmulator:
 
     def reset_stats(self) -> None:
         self.stats = EmulatorStats()
+
+    # -- state changes that send webhooks ----------------------------------------------------
+
+    def set_transfer_status(self, transfer_id: str, status: str) -> dict[str, Any]:
+        """Move a transfer or payout to `status` (`completed`, `failed`, ...) as Dots does
+        when money settles, and send `transfer.<status>` to the subscribed endpoints."""
+        if transfer_id not in self.api.transfers:
+            raise KeyError(f"the emulator has no transfer {transfer_id!r}")
+        return self.api.set_transfer_status(transfer_id, status)
+
+    def _send_change(self, kind: str, obj: dict[str, Any]) -> None:
+        # Transfers' and users' changes become webhooks, as Dots sends them; with no
+        # endpoint subscribed nothing is kept (a benchmark creates millions of objects).
+        if not self.webhooks.endpoints:
+            return
+        if kind.startswith("transfer."):
+            self.webhooks.emit(kind, {"transfer_id": obj["id"]})
+        elif kind == "user.updated":
+            self.webhooks.emit(kind, {"user_id": obj["id"]})
+
+    def complete_flow(self, flow_id: str) -> WebhookMessage:
+        """Mark every step of a flow completed, as if its person finished it, and send
+        `flow.updated` to the endpoints subscribed on `self.webhooks`."""
+        flow = self.flows.get(flow_id)
+        if flow is None:
+            raise KeyError(f"the emulator has no flow {flow_id!r}")
+        flow["completed_steps"] = list(flow["steps"])
+        return self.webhooks.emit("flow.updated", {"flow_id": flow_id})
 
     # -- the pipeline ---------------------------------------------------------------------
 
