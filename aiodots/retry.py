@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 
 import attrs
 
-from .errors import APIConnectionError, APIError, APITimeoutError
+from .errors import APIConnectionError, APIError, APITimeoutError, InvalidResponseError
 
 __all__ = [
     "REPLAY",
@@ -180,10 +180,10 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 def is_ambiguous(exc: BaseException) -> bool:
     """Whether a failed attempt may have taken effect on the server: no readable answer
-    after the request left (a reset, a timeout), or a 500/502/504."""
+    after the request left (a reset, a timeout, a 2xx cut short), or a 500/502/504."""
     if isinstance(exc, ConnectFailed):
         return False
-    if isinstance(exc, APIConnectionError):
+    if isinstance(exc, APIConnectionError | InvalidResponseError):
         return True
     return isinstance(exc, APIError) and exc.status in AMBIGUOUS_STATUSES
 
@@ -233,6 +233,10 @@ class RetryPolicy:
 
     def is_retryable(self, exc: BaseException, replay: Replay) -> bool:
         """Whether this failure may be retried for an operation of this kind."""
+        if isinstance(exc, InvalidResponseError):
+            # A 2xx whose body was cut short: the call took effect. Only a keyed call may
+            # go again, and its key makes the API answer (or refuse) the same object.
+            return replay is Replay.IDEMPOTENT
         if isinstance(exc, APIError):
             if exc.retry_after is not None and exc.retry_after > self.max_retry_after:
                 return False  # fail fast rather than hold the caller that long

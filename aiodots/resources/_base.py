@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -23,6 +23,7 @@ from aiodots.errors import IdempotencyKeyReusedError, InvalidResponseError, Vali
 from aiodots.files import Upload
 from aiodots.models import Page
 from aiodots.models._fields import Param
+from aiodots.models.transfers import Transfer
 from aiodots.retry import REPLAY, Replay
 from aiodots.transport import CallOptions, Transport
 
@@ -143,23 +144,30 @@ class Resource:
                 {name: _path_segment(name, value) for name, value in path_args.items()}
             )
         params = page_params(query, op) if query else None
+        key = None
         if body is not None and op.replay is Replay.IDEMPOTENT:
             body = with_idempotency_key(body)
+            key = getattr(body, "idempotency_key", None)
         payload = unstructure_request(body) if body is not None else raw_body
 
         def decode(data: Any, status: int) -> Any:
             return op.decode(data, status, path)
 
+        started = datetime.now(UTC)
         try:
             return await self._transport.request(
                 op.method, path, body=payload, params=params or None, replay=op.replay,
-                options=options, decode=decode,
+                options=options, decode=decode, idempotency_key=key,
             )
-        except IdempotencyKeyReusedError as exc:
-            recovered = await self._recover(op, body, exc, options)
-            if recovered is None:
+        except IdempotencyKeyReusedError:
+            # The money moved on an attempt whose answer was lost. Find what it made;
+            # failing that, the error says so and names the key.
+            if op.key not in RECOVERABLE:
                 raise
-            return recovered
+            found = await find_transfer(self, payload, started, options)
+            if found is None:
+                raise
+            return found
 
     async def _send_form(
         self,
@@ -210,14 +218,6 @@ class Resource:
             op.method, path, replay=op.replay, options=options, decode=decode, stream=stream
         )
 
-    async def _recover(
-        self, op: Operation, body: Any, error: IdempotencyKeyReusedError,
-        options: CallOptions | None,
-    ) -> Any:
-        """Find what an earlier attempt created when the API refused its key again.
-        Resources whose objects can be looked up by key override this; None: not found."""
-        return None
-
     def _pages(
         self,
         op: Operation,
@@ -266,6 +266,47 @@ class Resource:
             on_progress=on_progress,
             retry_counter=self._retry_counter,
         )
+
+
+#: Keyed creates whose object an earlier attempt made can be found again: both make a
+#: transfer, and the transfers list filters by user and creation date.
+RECOVERABLE = frozenset({"POST /v2/transfers", "POST /v2/payouts"})
+_LIST_TRANSFERS = Operation("GET", "/v2/transfers", page_of=Transfer)
+#: How far before the call's start a transfer may be stamped (clocks differ).
+RECOVERY_CLOCK_SKEW = timedelta(minutes=5)
+#: The most transfers one recovery reads (10 pages of 100).
+RECOVERY_SCAN_LIMIT = 1000
+
+
+async def find_transfer(
+    resource: Resource, sent: Mapping[str, Any], started: datetime, options: CallOptions | None
+) -> Any:
+    """The transfer an earlier attempt of a keyed call created, after the API refused the
+    retry's key: the only transfer for that user since the call began with the same
+    amount and metadata. None when there is none, or more than one (then no guess)."""
+    user_id = sent.get("user_id")
+    if user_id is None:
+        return None
+    since = started - RECOVERY_CLOCK_SKEW
+
+    async def fetch(cursor: Mapping[str, Any]) -> Page[Any]:
+        query = {"user_id": user_id, "start_date": since, "limit": 100, **cursor}
+        page: Page[Any] = await resource._send(_LIST_TRANSFERS, query=query, options=options)
+        return page
+
+    matches = []
+    seen = 0
+    async for transfer in Pages[Any](fetch):
+        seen += 1
+        if (
+            transfer.amount == sent.get("amount")
+            and transfer.metadata == sent.get("metadata")
+            and (transfer.created is None or transfer.created >= since)
+        ):
+            matches.append(transfer)
+        if seen >= RECOVERY_SCAN_LIMIT:
+            break
+    return matches[0] if len(matches) == 1 else None
 
 
 def _fields_but_file(body: Any) -> dict[str, Any]:

@@ -113,7 +113,6 @@ class ApiState:
             return self._error(400, str(exc))
         key = body.get("idempotency_key") if isinstance(body, dict) else None
         if key is not None:
-            self._stats().requests_per_key[key] += 1
             first = self.keys.get(key)
             if first is not None:
                 return self._repeated_key(op, key, first)

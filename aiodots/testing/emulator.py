@@ -280,6 +280,11 @@ class DotsEmulator:
                         dict(request.headers), body,
                     )
                 )
+            if b'"idempotency_key"' in body:
+                # Counted as it arrives, before any fault: a test sees every attempt.
+                key = _idempotency_key(body)
+                if key is not None:
+                    stats.requests_per_key[key] += 1
             response = await self._answer(request, handler)
             if response is None:
                 return web.Response(status=499)  # the connection is already gone
@@ -423,6 +428,15 @@ def _error(
     return web.json_response(
         {"error_code": code, "message": message}, status=status, headers=headers
     )
+
+
+def _idempotency_key(body: bytes) -> str | None:
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return None
+    key = decoded.get("idempotency_key") if isinstance(decoded, dict) else None
+    return key if isinstance(key, str) else None
 
 
 def _forced_response(forced: ForcedResponse) -> web.Response:
