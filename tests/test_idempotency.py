@@ -99,7 +99,8 @@ async def test_a_keyed_payout_is_retried_after_5xx_with_the_same_key(
     emulator.fail_next(2, status=status)
     transfer = await client.payouts.create(user_id=user_id, amount=900, platform="venmo")
     keys = sent_keys(emulator, "/api/v2/payouts")
-    assert len(keys) == 3 and len(set(keys)) == 1
+    assert len(keys) == 3
+    assert len(set(keys)) == 1
     assert emulator.stats.created_by_resource["payouts"] == 1
     assert transfer.amount == 900
 
@@ -183,7 +184,7 @@ async def test_create_many_payouts_keeps_one_key_per_item_across_attempts(
     ]
     items = [item async for item in client.payouts.create_many(requests, concurrency=4)]
     assert all(item.ok for item in items), [item.error for item in items]
-    keys = {item.request.idempotency_key for item in items}
+    keys: set[str] = {str(item.request.idempotency_key) for item in items}
     assert len(keys) == 10
     assert emulator.stats.created_by_resource["payouts"] == 10
     assert sum(emulator.stats.requests_per_key[key] for key in keys) == 13
