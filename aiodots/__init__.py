@@ -20,6 +20,7 @@ from .errors import (
     RateLimitError,
     ServerError,
     UnprocessableEntityError,
+    UnreadableResponseError,
     ValidationError,
     WebhookVerificationError,
 )
@@ -61,6 +62,7 @@ __all__ = [  # the core names, then every model
     "RetryPolicy",
     "ServerError",
     "UnprocessableEntityError",
+    "UnreadableResponseError",
     "ValidationError",
     "WebhookVerificationError",
     "__version__",

@@ -27,6 +27,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "UnprocessableEntityError",
+    "UnreadableResponseError",
     "ValidationError",
     "WebhookVerificationError",
     "error_for_response",
@@ -144,6 +145,11 @@ class IdempotencyKeyReusedError(APIError):
 class InvalidResponseError(APIError):
     """A success status whose body is not the JSON the API documents (truncated, HTML, wrong
     shape). For a create, the object may well exist on the server."""
+
+
+class UnreadableResponseError(InvalidResponseError):
+    """A success status whose body is not JSON at all: cut short or garbled on the way.
+    Reads and keyed calls are tried again; for other writes the object may exist."""
 
 
 _CLASS_BY_STATUS: dict[int, type[APIError]] = {

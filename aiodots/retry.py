@@ -17,7 +17,13 @@ from email.utils import parsedate_to_datetime
 
 import attrs
 
-from .errors import APIConnectionError, APIError, APITimeoutError, InvalidResponseError
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    InvalidResponseError,
+    UnreadableResponseError,
+)
 
 __all__ = [
     "REPLAY",
@@ -183,7 +189,7 @@ def is_ambiguous(exc: BaseException) -> bool:
     after the request left (a reset, a timeout, a 2xx cut short), or a 500/502/504."""
     if isinstance(exc, ConnectFailed):
         return False
-    if isinstance(exc, APIConnectionError | InvalidResponseError):
+    if isinstance(exc, APIConnectionError | UnreadableResponseError):
         return True
     return isinstance(exc, APIError) and exc.status in AMBIGUOUS_STATUSES
 
@@ -234,9 +240,12 @@ class RetryPolicy:
     def is_retryable(self, exc: BaseException, replay: Replay) -> bool:
         """Whether this failure may be retried for an operation of this kind."""
         if isinstance(exc, InvalidResponseError):
-            # A 2xx whose body was cut short: the call took effect. Only a keyed call may
-            # go again, and its key makes the API answer (or refuse) the same object.
-            return replay is Replay.IDEMPOTENT
+            # A 2xx whose body was cut short: the call took effect. A read may simply be
+            # read again; a keyed call too, its key makes the API answer (or refuse) the
+            # same object. A body of the wrong shape would come back the same: no retry.
+            return isinstance(exc, UnreadableResponseError) and (
+                replay is not Replay.UNPROCESSED_ONLY
+            )
         if isinstance(exc, APIError):
             if exc.retry_after is not None and exc.retry_after > self.max_retry_after:
                 return False  # fail fast rather than hold the caller that long

@@ -26,7 +26,7 @@ from .errors import (
     APITimeoutError,
     DotsError,
     IdempotencyKeyReusedError,
-    InvalidResponseError,
+    UnreadableResponseError,
     error_for_response,
     excerpt,
 )
@@ -372,7 +372,7 @@ class Transport:
                     data = _json.loads(raw)
                 except ValueError as exc:
                     text = excerpt(raw.decode("utf-8", errors="replace"))
-                    raise InvalidResponseError(
+                    raise UnreadableResponseError(
                         f"the response body is not valid JSON: {text!r}",
                         status=status, method=request.method, path=request.path,
                         body=text, headers=dict(response.headers),

@@ -151,8 +151,19 @@ async def test_a_refused_key_that_cannot_be_matched_raises_the_distinct_error() 
     assert emulator.stats.created_by_resource["payouts"] == 2
 
 
-async def test_reusing_a_key_on_purpose_is_an_ordinary_conflict() -> None:
-    # No attempt of this call was ambiguous: the refusal is about the caller's own key.
+async def test_a_key_used_before_this_call_answers_the_same_transfer_in_both_readings(
+    client: aiodots.Client, emulator: DotsEmulator
+) -> None:
+    # An earlier run died before recording its answer; the rerun sends the same key.
+    user_id = await make_user(client)
+    key = uuid.uuid4()
+    first = await client.transfers.create(user_id=user_id, amount=-100, idempotency_key=key)
+    again = await client.transfers.create(user_id=user_id, amount=-100, idempotency_key=key)
+    assert again.id == first.id
+    assert emulator.stats.created_by_resource["transfers"] == 1
+
+
+async def test_a_key_reused_for_a_different_transfer_is_an_ordinary_conflict() -> None:
     async with DotsEmulator(idempotency="reject") as emulator, aiodots.Client(
         **emulator.credentials, base_url=emulator.base_url, retry_policy=FAST
     ) as client:
@@ -160,8 +171,9 @@ async def test_reusing_a_key_on_purpose_is_an_ordinary_conflict() -> None:
         key = uuid.uuid4()
         await client.transfers.create(user_id=user_id, amount=-100, idempotency_key=key)
         with pytest.raises(aiodots.ConflictError) as caught:
-            await client.transfers.create(user_id=user_id, amount=-100, idempotency_key=key)
+            await client.transfers.create(user_id=user_id, amount=-999, idempotency_key=key)
     assert not isinstance(caught.value, aiodots.IdempotencyKeyReusedError)
+    assert emulator.stats.created_by_resource["transfers"] == 1
 
 
 async def test_a_payout_link_key_answers_the_existing_link_in_both_readings(

@@ -19,12 +19,17 @@ from aiodots.converter import (
     structure_response,
     unstructure_request,
 )
-from aiodots.errors import IdempotencyKeyReusedError, InvalidResponseError, ValidationError
+from aiodots.errors import (
+    APIError,
+    IdempotencyKeyReusedError,
+    InvalidResponseError,
+    ValidationError,
+)
 from aiodots.files import Upload
 from aiodots.models import Page
 from aiodots.models._fields import Param
 from aiodots.models.transfers import Transfer
-from aiodots.retry import REPLAY, Replay
+from aiodots.retry import REPLAY, Replay, is_key_rejection
 from aiodots.transport import CallOptions, Transport
 
 from ._options import CallOverrides, call_options
@@ -160,11 +165,22 @@ class Resource:
                 options=options, decode=decode, idempotency_key=key,
             )
         except IdempotencyKeyReusedError:
-            # The money moved on an attempt whose answer was lost. Find what it made;
-            # failing that, the error says so and names the key.
+            # The money moved on an attempt of this call whose answer was lost. Find what
+            # it made; failing that, the error says so and names the key.
             if op.key not in RECOVERABLE:
                 raise
             found = await find_transfer(self, payload, started, options)
+            if found is None:
+                raise
+            return found
+        except APIError as exc:
+            # The key was used before this call: by an earlier run of the same job that
+            # died before recording its answer, say. Dots' idempotency reference answers
+            # the first object again; where the API refuses the key instead, the client
+            # looks for that object within the key's lifetime, so both readings agree.
+            if op.key not in RECOVERABLE or not is_key_rejection(exc):
+                raise
+            found = await find_transfer(self, payload, started - KEY_LIFETIME, options)
             if found is None:
                 raise
             return found
@@ -272,6 +288,8 @@ class Resource:
 #: transfer, and the transfers list filters by user and creation date.
 RECOVERABLE = frozenset({"POST /v2/transfers", "POST /v2/payouts"})
 _LIST_TRANSFERS = Operation("GET", "/v2/transfers", page_of=Transfer)
+#: How long Dots keeps an idempotency key.
+KEY_LIFETIME = timedelta(hours=24)
 #: How far before the call's start a transfer may be stamped (clocks differ).
 RECOVERY_CLOCK_SKEW = timedelta(minutes=5)
 #: The most transfers one recovery reads (10 pages of 100).

@@ -1,0 +1,183 @@
+"""`aiodots payouts bulk`: one payout per row, keys that survive any crash, and a resume
+after SIGKILL that pays nobody twice."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import aiodots
+from aiodots.jobs import RowError
+from aiodots.payout_jobs import batch_identity, payout_request, read_payout_rows, row_key
+from aiodots.testing import DotsEmulator, FaultPlan
+
+from .test_cli import records, run_cli
+
+
+async def make_users(emulator: DotsEmulator, count: int) -> list[str]:
+    async with aiodots.Client(**emulator.credentials, base_url=emulator.base_url) as dots:
+        ids = []
+        for n in range(count):
+            user = await dots.users.create(
+                first_name="Pay", last_name=f"Ee{n}", email=f"p{n}@example.com",
+                country_code="1", phone_number="4155550100",
+            )
+            assert user.id is not None
+            ids.append(user.id)
+    return ids
+
+
+def test_a_rows_key_depends_on_the_files_bytes_and_the_row(tmp_path: Path) -> None:
+    a = tmp_path / "a.csv"
+    a.write_text("user_id,amount\n")
+    b = tmp_path / "b.csv"
+    b.write_text("user_id,amount\n")
+    c = tmp_path / "c.csv"
+    c.write_text("user_id,amount\nx,1\n")
+    assert batch_identity(str(a)) == batch_identity(str(b))  # same bytes, same batch
+    assert batch_identity(str(a)) != batch_identity(str(c))
+    identity = batch_identity(str(a))
+    assert row_key(identity, 1) == row_key(identity, 1)
+    assert row_key(identity, 1) != row_key(identity, 2)
+    assert uuid.UUID(row_key(identity, 1)).version == 5
+
+
+def test_standard_input_needs_a_batch_id() -> None:
+    with pytest.raises(aiodots.ValidationError, match="batch-id"):
+        batch_identity("-")
+    assert batch_identity("-", "march-payroll") != batch_identity("-", "april-payroll")
+
+
+def test_rows_become_payouts_or_payout_links() -> None:
+    text = (
+        '{"user_id": "3c90c3cc-0d44-4b50-8888-8dd25736052a", "amount": 1250}\n'
+        '{"country_code": "1", "phone_number": "4155550100", "amount": 300, "memo": "hi"}\n'
+        '{"amount": 5}\n'
+        '{"user_id": "3c90c3cc-0d44-4b50-8888-8dd25736052a", "amount": 12.5}\n'
+    )
+    rows = list(read_payout_rows("-", stdin=io.StringIO(text)))
+    k1, k2 = str(uuid.uuid4()), str(uuid.uuid4())
+    payout = payout_request(rows[0][1], k1, default_platform="paypal")  # type: ignore[arg-type]
+    assert isinstance(payout, aiodots.CreatePayout)
+    assert (payout.amount, payout.platform, payout.idempotency_key) == (1250, "paypal", k1)
+    link = payout_request(rows[1][1], k2)  # type: ignore[arg-type]
+    assert isinstance(link, aiodots.PayoutSendRequest)
+    assert link.payee == aiodots.PayoutSendRequestPayee(
+        country_code="1", phone_number="4155550100"
+    )
+    with pytest.raises(RowError, match="user_id"):
+        payout_request(rows[2][1], str(uuid.uuid4()))  # type: ignore[arg-type]
+    assert isinstance(rows[3][1], RowError)
+    assert "cents" in str(rows[3][1])
+
+
+
+
+@pytest.mark.slow
+async def test_payouts_bulk_pays_each_row_once_and_writes_one_line_per_row(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    users = await make_users(dots_emulator, 3)
+    source = tmp_path / "pay.csv"
+    source.write_text(
+        "user_id,amount,platform,metadata,country_code,phone_number\n"
+        f"{users[0]},1000,paypal,\"{{\"\"run\"\": 1}}\",,\n"
+        f"{users[1]},2000,,,,\n"
+        f"{users[2]},-5,venmo,,,\n"
+        ",700,,,1,4155550100\n"
+    )
+    output = tmp_path / "out.jsonl"
+    code, _, err = await run_cli(
+        dots_emulator, "payouts", "bulk", str(source), "-o", str(output), "--platform", "ach"
+    )
+    assert code == 1, err  # row 3 has a negative amount
+    outcome = {r["row"]: r for r in records(output)}
+    assert outcome[1]["ok"]
+    assert outcome[1]["payout"]["amount"] == 1000
+    assert outcome[2]["ok"]
+    assert not outcome[3]["ok"]
+    assert outcome[3]["error"]["type"] == "ValidationError"
+    assert outcome[4]["ok"]
+    assert outcome[4]["payout_link"]["amount"] == 700
+    identity = batch_identity(str(source))
+    assert [outcome[n]["idempotency_key"] for n in range(1, 5)] == [
+        row_key(identity, n) for n in range(1, 5)
+    ]
+    assert dots_emulator.stats.created_by_resource["payouts"] == 2
+    assert dots_emulator.stats.created_by_resource["payout_links"] == 1
+    platforms = [t["type"] for t in dots_emulator.api.transfers.values()]
+    assert platforms == ["payout", "payout"]
+
+    # Running the same file again with a fresh output pays nobody again: same keys.
+    again = tmp_path / "again.jsonl"
+    code, _, _ = await run_cli(
+        dots_emulator, "payouts", "bulk", str(source), "-o", str(again), "--platform", "ach"
+    )
+    assert code == 1
+    assert dots_emulator.stats.created_by_resource["payouts"] == 2
+    assert dots_emulator.stats.created_by_resource["payout_links"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("idempotency", ["replay", "reject"])
+async def test_a_resume_after_sigkill_pays_every_row_exactly_once(
+    tmp_path: Path, idempotency: str
+) -> None:
+    async with DotsEmulator(idempotency=idempotency) as emulator:  # type: ignore[arg-type]
+        users = await make_users(emulator, 60)
+        source = tmp_path / "pay.csv"
+        source.write_text(
+            "user_id,amount,platform\n"
+            + "".join(f"{u},{100 + n},paypal\n" for n, u in enumerate(users))
+        )
+        output = tmp_path / "out.jsonl"
+        # Answers lost after the payout was made (cut short, so the client waits and
+        # retries with the same key): the kill lands while payouts exist that no line
+        # records.
+        emulator.set_faults(FaultPlan(latency=0.01))
+        emulator.truncate_next(40)
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("DOTS_")}
+        environment.update(
+            DOTS_CLIENT_ID=emulator.client_id, DOTS_API_KEY=emulator.api_key,
+            DOTS_BASE_URL=emulator.base_url,
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aiodots", "payouts", "bulk", str(source), "-o", str(output),
+            "--concurrency", "8", stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, env=environment,
+        )
+        for _ in range(1500):  # at most 30 s
+            if emulator.stats.created_by_resource["payouts"] >= 20:
+                break
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), timeout=30)
+        recorded = len(records(output)) if output.exists() else 0
+        made = emulator.stats.created_by_resource["payouts"]
+        assert made > recorded, "the kill should leave payouts made but not recorded"
+
+        emulator.set_faults(FaultPlan())
+        code, _, _ = await run_cli(emulator, "payouts", "bulk", str(source), "-o", str(output))
+        assert code == 0, [r for r in records(output) if not r["ok"]][:3]
+
+    ok_rows = Counter(r["row"] for r in records(output) if r["ok"])
+    assert sorted(ok_rows) == list(range(1, 61))
+    assert set(ok_rows.values()) == {1}
+    assert emulator.stats.created_by_resource["payouts"] == 60
+    paid = Counter(t["user_id"] for t in emulator.api.transfers.values())
+    assert set(paid.values()) == {1}
+    assert set(paid) == set(users)
+    outcome = {r["row"]: r for r in records(output) if r["ok"]}
+    for n, user in enumerate(users, start=1):
+        assert outcome[n]["payout"]["user_id"] == user
+        assert outcome[n]["payout"]["amount"] == 99 + n
+    assert json.loads(json.dumps(outcome[1]))  # plain JSON lines
