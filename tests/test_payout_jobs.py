@@ -181,3 +181,22 @@ async def test_a_resume_after_sigkill_pays_every_row_exactly_once(
         assert outcome[n]["payout"]["user_id"] == user
         assert outcome[n]["payout"]["amount"] == 99 + n
     assert json.loads(json.dumps(outcome[1]))  # plain JSON lines
+
+
+@pytest.mark.slow
+async def test_users_create_get_and_list_print_json(dots_emulator: DotsEmulator) -> None:
+    code, out, err = await run_cli(
+        dots_emulator, "users", "create", "--first-name", "Ada", "--last-name", "L",
+        "--email", "ada@example.com", "--country-code", "1", "--phone-number", "4155550100",
+        "--metadata", '{"crm": 7}',
+    )
+    assert code == 0, err
+    user = json.loads(out)
+    assert user["metadata"] == {"crm": 7}
+    code, out, _ = await run_cli(dots_emulator, "users", "get", user["id"])
+    assert json.loads(out)["email"] == "ada@example.com"
+    code, out, _ = await run_cli(dots_emulator, "users", "list")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [user["id"]]
+    code, _, err = await run_cli(dots_emulator, "users", "get", str(uuid.uuid4()))
+    assert code == 1
+    assert "404" in err

@@ -256,3 +256,18 @@ def test_every_response_the_spec_allows_decodes_into_its_model(key: str, op: Any
         shapes = _variants(body, op.response_schema)
     for shape in shapes:
         operation.decode(shape, op.status, op.path)
+
+
+async def test_users_create_many_creates_each_user_once_and_reports_bad_rows(
+    client: aiodots.Client, emulator: DotsEmulator
+) -> None:
+    rows: list[Any] = [{**USER, "email": f"bulk{n}@example.com"} for n in range(20)]
+    rows[7] = {**USER, "email": "broken"}
+    rows[11] = aiodots.CreateUser(**{**USER, "email": "model@example.com"})
+    items = [item async for item in client.users.create_many(rows, concurrency=5, ordered=True)]
+    assert [item.index for item in items] == list(range(20))
+    assert [item.ok for item in items].count(False) == 1
+    assert isinstance(items[7].error, aiodots.ValidationError)
+    assert items[11].result is not None
+    assert items[11].result.email == "model@example.com"
+    assert emulator.stats.created_by_resource["users"] == 19
