@@ -58,6 +58,7 @@ class Upload:
                 f"not {type(source).__name__}"
             )
         self._reads = 0
+        self._opened: list[IO[bytes] | io.RawIOBase] = []
 
     @property
     def rewindable(self) -> bool:
@@ -66,16 +67,26 @@ class Upload:
 
     def _open(self) -> IO[bytes] | io.RawIOBase:
         self._reads += 1
+        opened: IO[bytes] | io.RawIOBase
         if self._bytes is not None:
-            return io.BytesIO(self._bytes)
-        if self._path is not None:
-            return self._path.open("rb")
-        assert self._handle is not None
-        if self._start >= 0:
-            self._handle.seek(self._start)
-        elif self._reads > 1:
-            raise ValidationError(f"{self.field}: the file object cannot be read again")
-        return _Unclosed(self._handle)
+            opened = io.BytesIO(self._bytes)
+        elif self._path is not None:
+            opened = self._path.open("rb")
+        else:
+            assert self._handle is not None
+            if self._start >= 0:
+                self._handle.seek(self._start)
+            elif self._reads > 1:
+                raise ValidationError(f"{self.field}: the file object cannot be read again")
+            opened = _Unclosed(self._handle)
+        self._opened.append(opened)
+        return opened
+
+    def close(self) -> None:
+        """Close what the attempts opened (never the caller's own file object)."""
+        opened, self._opened = self._opened, []
+        for handle in opened:
+            handle.close()
 
     def form(self, fields: dict[str, str]) -> Callable[[], aiohttp.FormData]:
         """A factory of multipart bodies: the fields, then the file, streamed."""

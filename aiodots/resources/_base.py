@@ -230,9 +230,12 @@ class Resource:
         def decode(data: Any, status: int) -> Any:
             return op.decode(data, status, path)
 
-        return await self._transport.request(
-            op.method, path, replay=op.replay, options=options, decode=decode, stream=stream
-        )
+        try:
+            return await self._transport.request(
+                op.method, path, replay=op.replay, options=options, decode=decode, stream=stream
+            )
+        finally:
+            upload.close()
 
     def _pages(
         self,
