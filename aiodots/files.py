@@ -7,6 +7,7 @@ that cannot seek can be read once only: such a call is sent without retries.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
@@ -114,7 +115,8 @@ class Upload:
             handle = self._open()
             try:
                 yield head
-                while block := _read_full(handle, CHUNK_SIZE):
+                # Disk reads off the event loop: a large scan must not stall other calls.
+                while block := await asyncio.to_thread(_read_full, handle, CHUNK_SIZE):
                     yield base64.b64encode(block)
                 yield b'"}'
             finally:

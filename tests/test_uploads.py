@@ -44,7 +44,7 @@ def uploads(emulator: DotsEmulator) -> list[bytes]:
 
 
 def file_part(body: bytes) -> bytes:
-    head, _, rest = body.partition(b'name="file"; filename=')
+    _, _, rest = body.partition(b'name="file"; filename=')
     assert rest, "no file part"
     content = rest.split(b"\r\n\r\n", 1)[1]
     return content.rsplit(b"\r\n--", 1)[0]
@@ -94,7 +94,7 @@ async def test_a_file_object_that_cannot_seek_is_sent_once_without_retries(
     read_end, write_end = os.pipe()
     os.write(write_end, PDF)
     os.close(write_end)
-    with open(read_end, "rb") as pipe:
+    with os.fdopen(read_end, "rb") as pipe:
         emulator.fail_next(1, status=503)
         with pytest.raises(aiodots.ServerError):
             await client.accounts_payable.payables.create_from_file(acting_user_id=1, file=pipe)
