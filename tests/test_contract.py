@@ -121,6 +121,7 @@ async def contract() -> AsyncIterator[tuple[DotsEmulator, aiodots.Client]]:
     async with DotsEmulator() as emulator, aiodots.Client(
         **emulator.credentials, base_url=emulator.base_url, max_retries=0
     ) as client:
+        emulator.api.check_responses = True  # every answer validates against the spec
         yield emulator, client
 
 

@@ -63,6 +63,9 @@ class ApiState:
         self._error = error
         self._stats = stats
         self.idempotency: IdempotencyMode = idempotency
+        #: Check every answer against the spec's response schema (the contract test
+        #: does; an answer that fails is a 500 naming why).
+        self.check_responses = False
         self._link_base = link_base
         self.users: dict[str, dict[str, Any]] = {}
         self.transfers: dict[str, dict[str, Any]] = {}
@@ -130,6 +133,11 @@ class ApiState:
             return self._error(status, str(answer))
         if answer is None:
             return web.Response(status=status)
+        if self.check_responses:
+            try:
+                self.spec.check_response(op, answer)
+            except InvalidInput as exc:
+                return self._error(500, f"the emulator answered against the spec: {exc}")
         return web.json_response(answer, status=status)
 
     async def _body(self, op: OperationSpec, request: web.Request) -> Any:
