@@ -253,7 +253,9 @@ class Resource:
             )
             return page
 
-        return Pages(fetch, query.get("starting_after"), query.get("ending_before"))
+        return Pages(
+            fetch, query.get("starting_after"), query.get("ending_before"), path=op.path
+        )
 
     def _create_many(
         self,
@@ -356,10 +358,13 @@ class Pages(Generic[T]):
         fetch: Callable[[Mapping[str, Any]], Any],
         starting_after: str | None = None,
         ending_before: str | None = None,
+        *,
+        path: str = "",
     ) -> None:
         self._fetch = fetch
         self._starting_after = starting_after
         self._ending_before = ending_before
+        self._path = path
 
     async def pages(self) -> AsyncIterator[Page[T]]:
         backwards = self._ending_before is not None
@@ -374,7 +379,7 @@ class Pages(Generic[T]):
                 raise InvalidResponseError(
                     f"the list does not advance: {arg}={cursor!r} answered a page already "
                     "seen",
-                    status=200, method="GET", path="", body=None,
+                    status=200, method="GET", path=self._path, body=None,
                 )
             seen_pages.add(ids)
             yield page
@@ -385,7 +390,7 @@ class Pages(Generic[T]):
                 raise InvalidResponseError(
                     f"the list does not advance: after {arg}={cursor!r} the next cursor "
                     f"would be {next_cursor!r} again",
-                    status=200, method="GET", path="", body=None,
+                    status=200, method="GET", path=self._path, body=None,
                 )
             if cursor is not None:
                 seen_cursors.add(cursor)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any, Unpack
 from urllib.parse import quote
 
@@ -13,6 +13,7 @@ from aiodots.models import CreateFlow, Flow, FlowStep, Page, Step
 from aiodots.retry import Replay
 from aiodots.transport import CallOptions, Transport
 
+from ._base import Pages
 from ._options import CallOverrides, call_options
 
 __all__ = ["FlowPages", "Flows"]
@@ -144,8 +145,9 @@ def _flow_page(data: Any, status: int) -> Page[Flow]:
     return structure_page(data, Flow, method="GET", path=_PATH, status=status)
 
 
-class FlowPages:
-    """Async iterator over flows, one page request at a time; `.pages()` yields pages."""
+class FlowPages(Pages[Flow]):
+    """Async iterator over flows, one page request at a time; `.pages()` yields pages.
+    A list that does not advance ends with `InvalidResponseError` (see `Pages`)."""
 
     def __init__(
         self,
@@ -155,37 +157,10 @@ class FlowPages:
         ending_before: str | None,
         overrides: CallOverrides,
     ) -> None:
-        self._flows = flows
-        self._limit = limit
-        self._starting_after = starting_after
-        self._ending_before = ending_before
-        self._overrides = overrides
+        async def fetch(cursor: Mapping[str, Any]) -> Page[Flow]:
+            return await flows.list_page(limit=limit, **cursor, **overrides)
 
-    async def pages(self) -> AsyncIterator[Page[Flow]]:
-        starting_after, ending_before = self._starting_after, self._ending_before
-        backwards = ending_before is not None
-        while True:
-            page = await self._flows.list_page(
-                limit=self._limit,
-                starting_after=starting_after,
-                ending_before=ending_before,
-                **self._overrides,
-            )
-            yield page
-            if not page.has_more or not page.data:
-                return
-            if backwards:
-                ending_before = page.data[0].id
-            else:
-                starting_after = page.data[-1].id
-
-    def __aiter__(self) -> AsyncIterator[Flow]:
-        return self._flows_in_order()
-
-    async def _flows_in_order(self) -> AsyncIterator[Flow]:
-        async for page in self.pages():
-            for flow in page.data:
-                yield flow
+        super().__init__(fetch, starting_after, ending_before, path=_PATH)
 
 
 def _page_params(
