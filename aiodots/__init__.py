@@ -22,6 +22,7 @@ from .errors import (
 )
 from .models import CreateFlow, Flow, FlowStep, Page, RedirectStep, Step
 from .ratelimit import AdaptiveRateLimiter, RateLimit, RateLimiter
+from .reconcile import Reconcile, ReconcileEvent, with_call_id
 from .retry import Replay, RetryBudget, RetryPolicy
 from .session import Limits
 from .transport import CallOptions, ClientStats
@@ -54,6 +55,8 @@ __all__ = [
     "RateLimit",
     "RateLimitError",
     "RateLimiter",
+    "Reconcile",
+    "ReconcileEvent",
     "RedirectStep",
     "Replay",
     "RetryBudget",
@@ -63,4 +66,5 @@ __all__ = [
     "UnprocessableEntityError",
     "ValidationError",
     "__version__",
+    "with_call_id",
 ]
