@@ -5,8 +5,10 @@ left (a reset, a timeout, a 500/502/504) may or may not have created its object,
 transport never repeats it. With reconciliation each logical call carries a client-made
 id under the reserved metadata key `_aiodots_call_id` (`CALL_ID_KEY`). After such a
 failure the call waits `settle` seconds for a slow server to finish, then reads the
-resource's list newest first down to the call's start less `clock_skew`, and `overscan`
-objects past that (the list's order need not be strict), looking for the id:
+resource's list newest first down to the call's start less `clock_skew` (or, once a
+create of the same `Reconciler` has succeeded, down to that object's `created`, read off
+the server's own clock, less `server_skew`), and `overscan` objects past that (the
+list's order need not be strict), looking for the id:
 
 - found: the call returns that object, never sending again;
 - not found: the create provably did not take effect, so it is sent again under the
@@ -105,6 +107,9 @@ class Reconcile:
       finished `settle` seconds after the failure is assumed never to finish).
     - `clock_skew`: how far the server's clock may be behind this machine's: the scan
       reads back to the call's start less this.
+    - `server_skew`: once a create of the same batch has succeeded before a call began,
+      the scan reads back only to that object's `created` (the server's clock, so this
+      machine's clock no longer matters) less this, for servers whose clocks differ.
     - `overscan`: objects read past the first one older than that, since a list's order
       by `created` need not be strict.
     - `max_attempts`: sends per logical call, the first included.
@@ -115,6 +120,7 @@ class Reconcile:
 
     settle: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
     clock_skew: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    server_skew: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
     overscan: int = attrs.field(default=100, validator=attrs.validators.ge(0))
     max_attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     max_pages: int = attrs.field(default=100, validator=attrs.validators.ge(1))
@@ -246,7 +252,7 @@ async def scan_newest_first(
 @attrs.define(eq=False)
 class _Waiter(Generic[T]):
     call_id: str
-    since: datetime
+    cutoff: datetime  #: no object this call created can be older than this
     due: float
     future: asyncio.Future[T | None]
 
@@ -275,6 +281,9 @@ class Reconciler(Generic[T]):
         self._waiting: list[_Waiter[T]] = []
         self._serving: list[_Waiter[T]] = []
         self._task: asyncio.Task[None] | None = None
+        # The newest `created` among objects this reconciler's calls got back: on the
+        # server's clock, and older than anything a call started afterwards can create.
+        self._anchor: datetime | None = None
 
     # -- the calls ------------------------------------------------------------------------
 
@@ -300,11 +309,14 @@ class Reconciler(Generic[T]):
     async def run(self, call_id: str, send: Callable[[], Awaitable[T]]) -> T:
         """Send, and after each ambiguous failure look `call_id` up before sending again."""
         settings = self.settings
-        since = self._now()
+        if self._anchor is not None:
+            cutoff = self._anchor - timedelta(seconds=settings.server_skew)
+        else:
+            cutoff = self._now() - timedelta(seconds=settings.clock_skew)
         last: DotsError | None = None
         for attempt in range(1, settings.max_attempts + 1):
             try:
-                return await send()
+                return self._anchored(await send())
             except DotsError as exc:
                 if not is_ambiguous(exc):
                     raise
@@ -312,7 +324,7 @@ class Reconciler(Generic[T]):
             self._emit("ambiguous", call_id, attempt=attempt)
             lookup_error: DotsError | None = None
             try:
-                found = await self._look_up(call_id, since)
+                found = await self._look_up(call_id, cutoff)
             except DotsError as exc:
                 lookup_error = exc
             if lookup_error is not None:
@@ -321,7 +333,7 @@ class Reconciler(Generic[T]):
                 raise last
             if found is not None:
                 self._emit("found", call_id, attempt=attempt)
-                return found
+                return self._anchored(found)
             self._emit("not-found", call_id, attempt=attempt)
             if _certainly_created(last):
                 last.add_note(
@@ -338,6 +350,12 @@ class Reconciler(Generic[T]):
         self._emit("gave-up", call_id, attempt=settings.max_attempts)
         raise last
 
+    def _anchored(self, obj: T) -> T:
+        created = obj.created
+        if self._anchor is None or created > self._anchor:
+            self._anchor = created
+        return obj
+
     def _emit(self, kind: EventKind, call_id: str | None, **fields: int) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("reconcile %s: %s %s", kind, call_id, fields)
@@ -346,9 +364,9 @@ class Reconciler(Generic[T]):
 
     # -- the shared look-up ---------------------------------------------------------------
 
-    async def _look_up(self, call_id: str, since: datetime) -> T | None:
+    async def _look_up(self, call_id: str, cutoff: datetime) -> T | None:
         future: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(call_id, since, self._clock() + self.settings.settle, future)
+        waiter = _Waiter(call_id, cutoff, self._clock() + self.settings.settle, future)
         self._waiting.append(waiter)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._rounds(), name="aiodots-reconcile")
@@ -388,7 +406,7 @@ class Reconciler(Generic[T]):
     async def _serve(self, ready: list[_Waiter[T]]) -> None:
         settings = self.settings
         wanted = {w.call_id for w in ready}
-        cutoff = min(w.since for w in ready) - timedelta(seconds=settings.clock_skew)
+        cutoff = min(w.cutoff for w in ready)
         try:
             found, pages = await scan_newest_first(
                 self._newest_first(settings.page_size),

@@ -412,3 +412,38 @@ async def test_a_cancelled_waiter_leaves_no_scan_running() -> None:
     done, _ = await asyncio.wait([engine._task], timeout=5)
     assert done  # ended (cancelled, or found nobody waiting), not asleep for 30 s
     assert server.lists == 0
+
+
+async def test_after_a_success_the_scan_window_follows_the_servers_clock() -> None:
+    # This machine's clock runs an hour behind the server's. Once one create of the batch
+    # has succeeded, its `created` bounds the scan, so the window does not stretch back
+    # an hour (and a clock far off cannot make the scan read the whole history).
+    def engine(server: FakeServer, pages: list[int]) -> Reconciler[Obj]:
+        def on_event(event: ReconcileEvent) -> None:
+            if event.kind == "scan":
+                pages.append(event.pages)
+
+        return Reconciler(
+            server.newest_first,
+            Reconcile(settle=0.0, overscan=2, page_size=2, on_event=on_event),
+            now=lambda: datetime.now(UTC) - timedelta(hours=1),
+        )
+
+    now = datetime.now(UTC)
+    older = [Obj(f"old{i}", now - timedelta(seconds=60 - i)) for i in range(50)]
+
+    pages: list[int] = []
+    anchored = FakeServer(["ok", "reset"])
+    anchored.objects = list(older)
+    reconciler_ = engine(anchored, pages)
+    await reconciler_.run("c1", lambda: anchored.send("c1"))
+    await reconciler_.run("c2", lambda: anchored.send("c2"))
+    assert anchored.sends == 3  # c2: reset, looked up (not found), sent again
+    # Newest first: c1's object, then 3 older than the cutoff (overscan 2): 2 pages.
+    assert pages == [2]
+
+    pages.clear()
+    alone = FakeServer(["reset"])
+    alone.objects = list(older)
+    await engine(alone, pages).run("c3", lambda: alone.send("c3"))
+    assert pages == [25]  # no success to go by: back to the skewed clock, the whole list
