@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -219,6 +219,23 @@ async def scan_newest_first(
     by call id (the oldest object when an id shows twice) and the pages it read.
     `max_pages` set: `ScanTooLong` rather than read further.
     """
+    iterator = aiter(pages)
+    try:
+        return await _scan(iterator, cutoff, overscan, match, expect, max_pages)
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:  # stopping early: let the pages' generator finish now
+            await close()
+
+
+async def _scan(
+    pages: AsyncIterator[Sequence[T]],
+    cutoff: datetime,
+    overscan: int,
+    match: Callable[[str], bool],
+    expect: int | None,
+    max_pages: int | None,
+) -> tuple[dict[str, T], int]:
     found: dict[str, T] = {}
     read = 0
     older_in_a_row = 0
@@ -372,10 +389,12 @@ class Reconciler(Generic[T]):
             self._task = asyncio.create_task(self._rounds(), name="aiodots-reconcile")
         try:
             return await future
-        finally:
-            if not future.done():  # this call was cancelled: nobody else waits on it
-                future.cancel()
-                self._stop_if_unwanted()
+        except asyncio.CancelledError:
+            # This call was cancelled (its future with it): stop the look-up if it was
+            # the last one waiting, so no task outlives the calls it serves.
+            future.cancel()
+            self._stop_if_unwanted()
+            raise
 
     def _stop_if_unwanted(self) -> None:
         pending = [w for w in (*self._waiting, *self._serving) if not w.future.done()]

@@ -406,6 +406,8 @@ async def test_a_cancelled_waiter_leaves_no_scan_running() -> None:
     task = asyncio.create_task(engine.run("c1", lambda: server.send("c1")))
     while engine._task is None:  # noqa: ASYNC110 - waiting for the look-up to start
         await asyncio.sleep(0)
+    for _ in range(5):  # let the look-up reach its 30 s wait
+        await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -447,3 +449,28 @@ async def test_after_a_success_the_scan_window_follows_the_servers_clock() -> No
     alone.objects = list(older)
     await engine(alone, pages).run("c3", lambda: alone.send("c3"))
     assert pages == [25]  # no success to go by: back to the skewed clock, the whole list
+
+
+async def test_leaving_a_reconciled_batch_early_leaves_no_look_up_running(
+    dots_client: aiodots.Client, dots_emulator: DotsEmulator
+) -> None:
+    dots_emulator.reset_after_next(3)
+    batch = dots_client.flows.create_many(
+        [{"steps": ["payout"]}] * 6, concurrency=6, reconcile=Reconcile(settle=30.0)
+    )
+
+    def look_ups() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == "aiodots-reconcile"]
+
+    async with batch:
+        async for item in batch:
+            assert item.ok  # one of the three answered at once
+            async with asyncio.timeout(5):
+                while not look_ups():  # noqa: ASYNC110 - the lost answers start a look-up
+                    await asyncio.sleep(0.01)
+            break
+    async with asyncio.timeout(5):
+        while look_ups():  # noqa: ASYNC110 - waiting for the cancelled task to finish
+            await asyncio.sleep(0.01)
+    assert list_requests(dots_emulator) == 0
+    assert dots_emulator.stats.created == 6
