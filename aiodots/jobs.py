@@ -37,7 +37,19 @@ from .errors import DotsError, ValidationError
 from .models import CreateFlow, Flow
 from .reconcile import Reconcile, ReconcileEvent, call_id_of, scan_newest_first, with_call_id
 
-__all__ = ["JobProgress", "RowError", "count_rows", "read_rows", "recorded_ok", "run_job"]
+__all__ = [
+    "JobProgress",
+    "JobRecord",
+    "LookupFailed",
+    "RowError",
+    "count_rows",
+    "find_rows_created",
+    "read_rows",
+    "recorded_job",
+    "recorded_ok",
+    "row_call_id",
+    "run_job",
+]
 
 _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n"}

@@ -474,3 +474,27 @@ async def test_leaving_a_reconciled_batch_early_leaves_no_look_up_running(
             await asyncio.sleep(0.01)
     assert list_requests(dots_emulator) == 0
     assert dots_emulator.stats.created == 6
+
+
+async def test_an_unreadable_2xx_that_the_list_does_not_show_is_never_sent_again() -> None:
+    server = FakeServer([])
+    engine, kinds = reconciler(server)
+
+    async def send() -> Obj:
+        server.sends += 1
+        raise aiodots.InvalidResponseError("cut short", status=200, **AT)
+
+    with pytest.raises(aiodots.InvalidResponseError) as raised:
+        await engine.run("c1", send)
+    assert server.sends == 1
+    assert "not sending again" in "".join(raised.value.__notes__)
+    assert kinds == ["ambiguous", "scan", "not-found", "gave-up"]
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+async def test_reconcile_takes_true_false_or_settings_only(
+    dots_client: aiodots.Client, dots_emulator: DotsEmulator, value: Any
+) -> None:
+    with pytest.raises(aiodots.ValidationError, match="reconcile must be"):
+        await dots_client.flows.create(steps=["payout"], reconcile=value)
+    assert dots_emulator.stats.requests == 0
