@@ -165,7 +165,6 @@ class Flows:
             retry_counter=self._retry_counter,
         )
 
-
     # -- reconciliation: exactly once without a server key (aiodots/reconcile.py) -----------
 
     def _reconciler(
