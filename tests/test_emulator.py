@@ -324,3 +324,11 @@ async def test_reset_after_rate_strikes_creates_only(
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
     assert dots_emulator.stats.created == 1
+
+
+def test_the_standalone_emulator_takes_resets_after_processing() -> None:
+    from aiodots.testing.__main__ import parse_args, plan_from
+
+    plan = plan_from(parse_args(["--reset-after-rate", "0.1", "--reset-rate", "0.02"]))
+    assert plan.reset_after_rate == 0.1
+    assert plan.reset_rate == 0.02
