@@ -329,8 +329,9 @@ async def _demo(
             if progress.failed == 0:
                 break
             click.echo(
-                "  (failed rows are connection resets: a flow create has no idempotency key,"
-                " so the client does not repeat it blindly; resuming sends them again)"
+                "  (failed rows met a reset after the request left: a flow create has no"
+                " idempotency key, so the client cannot know whether it was created; resuming"
+                " sends them again, duplicating those that were)"
                 if not reconcile else
                 "  (failed rows met more ambiguous failures in a row than reconciliation"
                 " allows; resuming looks them up first)"
