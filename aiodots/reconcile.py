@@ -40,6 +40,7 @@ __all__ = [
     "Reconcile",
     "ReconcileEvent",
     "Reconciler",
+    "ListNotNewestFirst",
     "ScanTooLong",
     "call_id_of",
     "is_ambiguous",
@@ -203,6 +204,17 @@ class ScanTooLong(DotsError):
     """A look-up would have needed more list requests than `Reconcile.max_pages`."""
 
 
+class ListNotNewestFirst(DotsError):
+    """The list is not ordered newest first, so stopping at a date proves nothing."""
+
+
+#: Objects read before the order is judged, and the share of them that may be newer than
+#: the one listed before them (a newest-first list has a few, from creates finishing
+#: out of order; an oldest-first list has nearly all).
+_ORDER_SAMPLE = 20
+_MAX_INVERSIONS = 0.5
+
+
 async def scan_newest_first(
     pages: AsyncIterable[Sequence[T]],
     *,
@@ -239,22 +251,34 @@ async def _scan(
     found: dict[str, T] = {}
     read = 0
     older_in_a_row = 0
+    seen = inversions = 0
+    previous: datetime | None = None
     async for page in pages:
         read += 1
         for obj in page:
+            seen += 1
+            if previous is not None and obj.created > previous:
+                inversions += 1
+            previous = obj.created
             call_id = call_id_of(obj.metadata)
             if call_id is not None and match(call_id):
-                seen = found.get(call_id)
-                if seen is None or obj.created < seen.created:
-                    if seen is not None:
+                earlier = found.get(call_id)
+                if earlier is None or obj.created < earlier.created:
+                    if earlier is not None:
                         log.warning("two objects carry call id %s: %s and %s",
-                                    call_id, seen.id, obj.id)
+                                    call_id, earlier.id, obj.id)
                     found[call_id] = obj
                 if expect is not None and len(found) >= expect:
                     return found, read
             if obj.created < cutoff:
                 older_in_a_row += 1
-                if older_in_a_row > overscan:
+                # Stopping at a date needs the order: read enough to judge it first.
+                if older_in_a_row > overscan and seen >= _ORDER_SAMPLE:
+                    if inversions > _MAX_INVERSIONS * seen:
+                        raise ListNotNewestFirst(
+                            f"{inversions} of {seen} listed objects were newer than the one"
+                            " before them: the list is not newest first"
+                        )
                     return found, read
             else:
                 older_in_a_row = 0

@@ -263,16 +263,24 @@ def at(seconds: float, call_id: str | None = None, name: str = "") -> Obj:
 
 
 async def test_a_scan_keeps_reading_past_the_cutoff_by_the_overscan_margin() -> None:
-    # Newest first, but not strictly: "late" is dated before the cutoff yet listed among
-    # older ones, and the wanted object sits just past the first old-looking one.
-    listing = [at(9), at(8), at(4), at(3, "wanted"), at(2), at(1), at(0), at(-1)]
-    found, pages = await scan_newest_first(
-        pages_of(listing), cutoff=T0 + timedelta(seconds=5), overscan=2,
-        match=lambda c: c == "wanted",
-    )
-    assert found["wanted"].id == "o3"
-    # Read: 4 (old 1), 3 (old 2), 2 (old 3 > overscan): stop in the third page.
-    assert pages == 3
+    # Newest first, but not strictly: "wanted" is listed among older flows, 24 places
+    # past the first one older than the cutoff.
+    old = [at(40 - i) for i in range(30)]
+    old.insert(24, at(60, "wanted"))
+    listing = [at(100 - i) for i in range(10)] + old
+
+    async def scan(overscan: int) -> tuple[dict[str, Obj], int]:
+        return await scan_newest_first(
+            pages_of(listing, 5), cutoff=T0 + timedelta(seconds=50), overscan=overscan,
+            match=lambda c: c == "wanted", expect=1,
+        )
+
+    found, pages = await scan(25)
+    assert found["wanted"].created == T0 + timedelta(seconds=60)
+    assert pages == 7  # found as item 35 of 41, and it was the only one wanted: stop
+    found, pages = await scan(20)
+    assert found == {}  # a margin too small misses it: 21 old ones in a row, then stop
+    assert pages == 7  # at item 32
 
 
 async def test_a_scan_stops_once_every_wanted_id_is_found() -> None:
@@ -432,7 +440,7 @@ async def test_after_a_success_the_scan_window_follows_the_servers_clock() -> No
         )
 
     now = datetime.now(UTC)
-    older = [Obj(f"old{i}", now - timedelta(seconds=60 - i)) for i in range(50)]
+    older = [Obj(f"old{i}", now - timedelta(seconds=200 - i)) for i in range(100)]
 
     pages: list[int] = []
     anchored = FakeServer(["ok", "reset"])
@@ -441,14 +449,15 @@ async def test_after_a_success_the_scan_window_follows_the_servers_clock() -> No
     await reconciler_.run("c1", lambda: anchored.send("c1"))
     await reconciler_.run("c2", lambda: anchored.send("c2"))
     assert anchored.sends == 3  # c2: reset, looked up (not found), sent again
-    # Newest first: c1's object, then 3 older than the cutoff (overscan 2): 2 pages.
-    assert pages == [2]
+    # Newest first: c1's object, then older ones past the cutoff: past the overscan (2),
+    # and enough of them (20 objects in all) to judge the list's order: 10 pages of 2.
+    assert pages == [10]
 
     pages.clear()
     alone = FakeServer(["reset"])
     alone.objects = list(older)
     await engine(alone, pages).run("c3", lambda: alone.send("c3"))
-    assert pages == [25]  # no success to go by: back to the skewed clock, the whole list
+    assert pages == [50]  # no success to go by: back to the skewed clock, the whole list
 
 
 async def test_leaving_a_reconciled_batch_early_leaves_no_look_up_running(
@@ -498,3 +507,16 @@ async def test_reconcile_takes_true_false_or_settings_only(
     with pytest.raises(aiodots.ValidationError, match="reconcile must be"):
         await dots_client.flows.create(steps=["payout"], reconcile=value)
     assert dots_emulator.stats.requests == 0
+
+
+async def test_a_list_that_is_not_newest_first_proves_nothing_and_says_so() -> None:
+    # Oldest first: stopping at the date would wrongly conclude "not created".
+    listing = [at(i) for i in range(30)] + [at(100, "wanted")]
+    with pytest.raises(aiodots.reconcile.ListNotNewestFirst):
+        await scan_newest_first(pages_of(listing, 10), cutoff=T0 + timedelta(seconds=50),
+                                overscan=5, match=lambda c: c == "wanted")
+    # Newest first with some disorder (creates finishing out of order) is fine.
+    shuffled = [at(60 - i + (1.5 if i % 5 == 0 else 0)) for i in range(60)]
+    found, _ = await scan_newest_first(pages_of(shuffled, 10), cutoff=T0 + timedelta(seconds=30),
+                                       overscan=5, match=lambda c: c == "wanted")
+    assert found == {}
