@@ -8,7 +8,8 @@ failure the call waits `settle` seconds for a slow server to finish, then reads 
 resource's list newest first down to the call's start less `clock_skew` (or, once a
 create of the same `Reconciler` has succeeded, down to that object's `created`, read off
 the server's own clock, less `server_skew`), and `overscan` objects past that (the
-list's order need not be strict), looking for the id:
+list's order need not be strict; a list that is not newest first at all fails the
+look-up), looking for the id:
 
 - found: the call returns that object, never sending again;
 - not found: the create provably did not take effect, so it is sent again under the
@@ -37,10 +38,10 @@ from .retry import RETRYABLE_STATUSES, UNPROCESSED_STATUSES, ConnectFailed
 
 __all__ = [
     "CALL_ID_KEY",
+    "ListNotNewestFirst",
     "Reconcile",
     "ReconcileEvent",
     "Reconciler",
-    "ListNotNewestFirst",
     "ScanTooLong",
     "call_id_of",
     "is_ambiguous",
