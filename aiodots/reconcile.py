@@ -326,6 +326,7 @@ class Reconciler(Generic[T]):
         # The newest `created` among objects this reconciler's calls got back: on the
         # server's clock, and older than anything a call started afterwards can create.
         self._anchor: datetime | None = None
+        self._in_flight: set[str] = set()  # two calls under one id would find one flow
 
     # -- the calls ------------------------------------------------------------------------
 
@@ -349,7 +350,19 @@ class Reconciler(Generic[T]):
         return await self.run(call_id, lambda: send(request))
 
     async def run(self, call_id: str, send: Callable[[], Awaitable[T]]) -> T:
-        """Send, and after each ambiguous failure look `call_id` up before sending again."""
+        """Send, and after each ambiguous failure look `call_id` up before sending again.
+
+        Call ids must be unique: one already in flight here is a `ValidationError`.
+        """
+        if call_id in self._in_flight:
+            raise ValidationError(f"call id {call_id!r} is already in use by another call")
+        self._in_flight.add(call_id)
+        try:
+            return await self._run(call_id, send)
+        finally:
+            self._in_flight.discard(call_id)
+
+    async def _run(self, call_id: str, send: Callable[[], Awaitable[T]]) -> T:
         settings = self.settings
         if self._anchor is not None:
             cutoff = self._anchor - timedelta(seconds=settings.server_skew)

@@ -520,3 +520,16 @@ async def test_a_list_that_is_not_newest_first_proves_nothing_and_says_so() -> N
     found, _ = await scan_newest_first(pages_of(shuffled, 10), cutoff=T0 + timedelta(seconds=30),
                                        overscan=5, match=lambda c: c == "wanted")
     assert found == {}
+
+
+async def test_one_call_id_in_flight_twice_is_refused(
+    dots_client: aiodots.Client, dots_emulator: DotsEmulator
+) -> None:
+    dots_emulator.set_faults(FaultPlan(latency=0.05))
+    request = aiodots.with_call_id(aiodots.CreateFlow(steps=["payout"]), "same")
+    items = [item async for item in dots_client.flows.create_many(
+        [request, request], concurrency=2, ordered=True, reconcile=FAST)]
+    assert items[0].ok
+    assert isinstance(items[1].error, aiodots.ValidationError)
+    assert "already in use" in str(items[1].error)
+    assert dots_emulator.stats.created == 1
