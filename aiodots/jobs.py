@@ -384,7 +384,8 @@ async def run_job(
         if settings is not None:
             # Recorded before anything is sent, so a resume knows what to look for.
             write({"job": {"id": job_id, "started": datetime.now(UTC).isoformat()}})
-        if settings is not None and earlier_job is not None:
+        every_row_ok = total is not None and already_ok.issuperset(range(1, total + 1))
+        if settings is not None and earlier_job is not None and not every_row_ok:
             found, pages = await find_rows_created(client, earlier_job, settings)
             progress.lookup_requests += pages
             for number, flow in sorted(found.items()):

@@ -140,3 +140,18 @@ async def test_no_reconcile_sends_plain_creates_and_writes_no_job_line(
     assert code == 0, err
     assert all('"job"' not in line for line in output.read_text().splitlines())
     assert all(r["flow"]["metadata"] is None for r in records(output))
+
+
+async def test_rerunning_a_finished_job_neither_sends_nor_looks_anything_up(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    source, _ = people(tmp_path, 3)
+    output = tmp_path / "out.jsonl"
+    for _ in range(2):
+        code, _, err = await run_cli(
+            dots_emulator, "flows", "bulk", str(source), "-o", str(output)
+        )
+        assert code == 0, err
+    assert "3 already ok from an earlier run" in err
+    assert dots_emulator.stats.created == 3
+    assert dots_emulator.stats.by_route["GET /api/v2/flows"] == 0
