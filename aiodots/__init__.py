@@ -27,6 +27,7 @@ from .errors import (
 from .models import *  # noqa: F403  (every model; `models.__all__` lists them)
 from .operations import OPERATIONS
 from .ratelimit import AdaptiveRateLimiter, RateLimit, RateLimiter
+from .reconcile import Reconcile, ReconcileEvent, with_call_id
 from .retry import Replay, RetryBudget, RetryPolicy
 from .session import Limits
 from .transport import CallOptions, ClientStats
@@ -57,6 +58,8 @@ __all__ = [  # the core names, then every model
     "RateLimit",
     "RateLimitError",
     "RateLimiter",
+    "Reconcile",
+    "ReconcileEvent",
     "Replay",
     "RetryBudget",
     "RetryPolicy",
@@ -67,5 +70,6 @@ __all__ = [  # the core names, then every model
     "WebhookVerificationError",
     "__version__",
     "webhooks",
+    "with_call_id",
     *models.__all__,
 ]

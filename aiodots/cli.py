@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 try:
     import click
@@ -59,7 +59,7 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def _fail(exc: DotsError) -> None:
+def _fail(exc: DotsError) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     sys.exit(1)
 
@@ -177,12 +177,25 @@ class Reporter:
 
 def _summary_lines(p: JobProgress, output: Path) -> list[str]:
     state = "interrupted" if p.interrupted else "done"
-    return [
+    lines = [
         f"{state}: {p.ok} ok, {p.failed} failed, {p.skipped} already ok from an earlier run",
         f"  {p.done} rows in {p.elapsed:.1f}s ({p.rate:.0f}/s), {p.rate_limited} answered 429, "
         f"{p.retries} retries",
-        f"  results: {output}",
     ]
+    if p.reconciled or p.found_on_resume or p.lookup_requests:
+        lines.append(f"  {_reconciled_text(p)}")
+    lines.append(f"  results: {output}")
+    return lines
+
+
+def _reconciled_text(p: JobProgress) -> str:
+    text = (
+        f"{p.reconciled} rows reconciled ({p.reconciled_found} found created after a lost"
+        f" answer, {p.reconciled_resent} provably not created and sent again)"
+    )
+    if p.found_on_resume:
+        text += f", {p.found_on_resume} found created by an earlier run"
+    return text + f"; {p.lookup_requests} list requests"
 
 
 @contextlib.contextmanager
@@ -214,10 +227,13 @@ def _graceful_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iter
 @click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True),
               help="Never exceed this many requests per second.")
+@click.option("--reconcile/--no-reconcile", default=True, show_default=True,
+              help="Look up a create whose answer was lost instead of failing the row, and"
+                   " on resume find rows a killed run created.")
 @click.pass_context
 def flows_bulk(
     ctx: click.Context, input_path: str, output: Path, steps: str | None, concurrency: int,
-    rate: float | None,
+    rate: float | None, reconcile: bool,
 ) -> None:
     """Create a flow per row of INPUT (.csv, .jsonl, or - for JSON Lines on stdin).
 
@@ -237,10 +253,13 @@ def flows_bulk(
             async with dots:
                 return await run_job(
                     dots, rows, output, default_steps=_steps(steps), concurrency=concurrency,
-                    on_progress=bar, stop=stop, total=total,
+                    on_progress=bar, stop=stop, total=total, reconcile=reconcile,
                 )
 
-    progress = asyncio.run(job())
+    try:
+        progress = asyncio.run(job())
+    except DotsError as exc:  # the resume look-up failed: sending blindly could duplicate
+        _fail(exc)
     for line in _summary_lines(progress, output):
         click.echo(line, err=True)
     sys.exit(0 if progress.failed == 0 and not progress.interrupted else 1)
@@ -251,15 +270,24 @@ def flows_bulk(
 @click.option("--rate-limit", default=200.0, show_default=True, help="The emulator's limit, /s.")
 @click.option("--error-rate", default=0.03, show_default=True, help="Share answered 503.")
 @click.option(
-    "--reset-rate", default=0.005, show_default=True, help="Share of dropped connections."
+    "--reset-rate", default=0.005, show_default=True,
+    help="Share of connections dropped before the request is processed.",
+)
+@click.option(
+    "--reset-after-rate", default=0.005, show_default=True,
+    help="Share of creates processed, then dropped before the answer.",
 )
 @click.option("--concurrency", default=64, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--reconcile/--no-reconcile", default=True, show_default=True,
+              help="Look up creates whose answer was lost (off: they fail, and resuming"
+                   " duplicates those that were created).")
 def demo(count: int, rate_limit: float, error_rate: float, reset_rate: float,
-         concurrency: int) -> None:
+         reset_after_rate: float, concurrency: int, reconcile: bool) -> None:
     """A bulk job against the embedded emulator, with faults, and its summary."""
     faults = FaultPlan(
         rate_limit=ServerRateLimit(rate=rate_limit, burst=20, retry_after="seconds"),
-        error_rate=error_rate, reset_rate=reset_rate, seed=7,
+        error_rate=error_rate, reset_rate=reset_rate, reset_after_rate=reset_after_rate,
+        seed=7,
     )
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "results.jsonl"
@@ -267,12 +295,15 @@ def demo(count: int, rate_limit: float, error_rate: float, reset_rate: float,
         click.echo(
             f"aiodots demo: {count} flows through the emulator "
             f"(limit {rate_limit:g}/s, {error_rate:.0%} answered 503, "
-            f"{reset_rate:.1%} connections reset)"
+            f"{reset_rate:.1%} of connections reset before processing and "
+            f"{reset_after_rate:.1%} of creates after it)"
         )
-        asyncio.run(_demo(faults, users, output, concurrency))
+        asyncio.run(_demo(faults, users, output, concurrency, reconcile))
 
 
-async def _demo(faults: FaultPlan, users: list[str], output: Path, concurrency: int) -> None:
+async def _demo(
+    faults: FaultPlan, users: list[str], output: Path, concurrency: int, reconcile: bool
+) -> None:
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
         for number, user in enumerate(users, start=1):
             yield number, {"steps": ["compliance", "id-verification"], "user_id": user,
@@ -286,7 +317,7 @@ async def _demo(faults: FaultPlan, users: list[str], output: Path, concurrency: 
                 with Reporter(Console(stderr=True), len(users)) as bar:
                     progress = await run_job(
                         dots, rows(), output, concurrency=concurrency, on_progress=bar,
-                        total=len(users),
+                        total=len(users), reconcile=reconcile,
                     )
             passes.append(progress)
             elapsed += progress.elapsed
@@ -295,11 +326,17 @@ async def _demo(faults: FaultPlan, users: list[str], output: Path, concurrency: 
                 f"{progress.skipped} already ok; {progress.rate_limited} answered 429, "
                 f"{progress.retries} retries, {progress.elapsed:.1f}s"
             )
+            if reconcile:
+                click.echo(f"  {_reconciled_text(progress)}")
             if progress.failed == 0:
                 break
             click.echo(
-                "  (failed rows are connection resets: a flow create has no idempotency key,"
-                " so the client does not repeat it blindly; resuming sends them again)"
+                "  (failed rows met a reset after the request left: a flow create has no"
+                " idempotency key, so the client cannot know whether it was created; resuming"
+                " sends them again, duplicating those that were)"
+                if not reconcile else
+                "  (failed rows met more ambiguous failures in a row than reconciliation"
+                " allows; resuming looks them up first)"
             )
         ok_rows = recorded_ok(output)
         stats = emulator.stats

@@ -178,10 +178,18 @@ def _wire_names(cls: type[Any]) -> dict[str, Any]:
 converter.register_structure_hook_factory(
     attrs.has, lambda cls: make_dict_structure_fn(cls, converter, **_wire_names(cls))
 )
+def _is_request_model(cls: type[Any]) -> bool:
+    # Request models check their fields (validators, converters); response models take
+    # what comes and have neither.
+    return any(a.validator is not None or a.converter is not None for a in attrs.fields(cls))
+
+
+# A request body leaves unset fields out; a response model written back out (a bulk
+# job's output line) keeps every field, None included, as the API answered it.
 converter.register_unstructure_hook_factory(
     attrs.has,
     lambda cls: make_dict_unstructure_fn(
-        cls, converter, _cattrs_omit_if_default=True, **_wire_names(cls)
+        cls, converter, _cattrs_omit_if_default=_is_request_model(cls), **_wire_names(cls)
     ),
 )
 

@@ -9,6 +9,11 @@ Used by `aiodots flows bulk` and `aiodots demo`; needs nothing beyond the core l
   "error": {"type": ..., "status": ..., "message": ...}}`, flushed as each row finishes.
 - Resume: rows already recorded ok in the output are skipped; the rest are sent again and
   their lines appended. The last line of a row is its outcome.
+- Reconciliation (on by default; see the flows section below): each row's create carries
+  the row's call id, `<job id>:<row>`, so a create whose answer was lost is found rather
+  than failed, and a resume after a hard kill first finds the rows an earlier run created
+  without recording them. The job id and each run's start are kept in the output as
+  `{"job": {"id": ..., "started": ...}}` lines.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,10 +33,23 @@ import attrs
 
 from .client import Client
 from .converter import converter
-from .errors import ValidationError
-from .models import CreateFlow
+from .errors import DotsError, ValidationError
+from .models import CreateFlow, Flow
+from .reconcile import Reconcile, ReconcileEvent, call_id_of, scan_newest_first, with_call_id
 
-__all__ = ["JobProgress", "RowError", "count_rows", "read_rows", "recorded_ok", "run_job"]
+__all__ = [
+    "JobProgress",
+    "JobRecord",
+    "LookupFailed",
+    "RowError",
+    "count_rows",
+    "find_rows_created",
+    "read_rows",
+    "recorded_job",
+    "recorded_ok",
+    "row_call_id",
+    "run_job",
+]
 
 _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n"}
@@ -38,6 +58,10 @@ _COLUMNS = ("user_id", "steps", "metadata", "require_auth", "hide_go_to_dashboar
 
 class RowError(ValidationError):
     """A row that cannot become a request (bad JSON, a bad cell)."""
+
+
+class LookupFailed(DotsError):
+    """The resume look-up failed: sending unrecorded rows then could duplicate them."""
 
 
 @attrs.define
@@ -50,6 +74,16 @@ class JobProgress:
     retries: int = 0
     elapsed: float = 0.0
     interrupted: bool = False
+    reconciled_found: int = 0  #: rows whose answer was lost, found created by a look-up
+    reconciled_resent: int = 0  #: rows provably not created by a failed send, sent again
+    #: rows an earlier, killed run created without recording them (counted in `ok` too)
+    found_on_resume: int = 0
+    lookup_requests: int = 0  #: list requests those look-ups made
+
+    @property
+    def reconciled(self) -> int:
+        """Rows that met a failure which may have created their flow, and still ended ok."""
+        return self.reconciled_found + self.reconciled_resent
 
     @property
     def done(self) -> int:
@@ -199,6 +233,117 @@ def _open_for_append(output: Path) -> IO[str]:
     return handle
 
 
+# -- flows: reconciliation of rows -----------------------------------------------------
+#
+# A row's call id is `<job id>:<row>`. The job id is random, made by the first run and
+# kept in the output's job lines: the output is what ties runs of one job together
+# (resume means "the same --output"), so moving or renaming the input, or piping it
+# from standard input, never breaks a resume, and two jobs run from one file never
+# take each other's flows for their own.
+
+
+@attrs.frozen
+class JobRecord:
+    """The job lines of an output: the job's id and the earliest run's start."""
+
+    id: str
+    first_started: datetime
+
+
+def recorded_job(output: Path) -> JobRecord | None:
+    """The job an output belongs to, or None (a new output, or one written before job
+    lines existed)."""
+    if not output.exists():
+        return None
+    job_id: str | None = None
+    first: datetime | None = None
+    with output.open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.startswith('{"job"'):
+                continue
+            try:
+                job = json.loads(line)["job"]
+                started = datetime.fromisoformat(job["started"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if not isinstance(job.get("id"), str) or started.tzinfo is None:
+                continue
+            job_id = job_id or job["id"]
+            first = started if first is None else min(first, started)
+    return None if job_id is None or first is None else JobRecord(job_id, first)
+
+
+def row_call_id(job_id: str, row: int) -> str:
+    return f"{job_id}:{row}"
+
+
+def _flow_pages(client: Client, size: int) -> AsyncIterator[Sequence[Flow]]:
+    async def pages() -> AsyncIterator[Sequence[Flow]]:
+        async for page in client.flows.list(limit=size).pages():
+            yield page.data
+
+    return pages()
+
+
+async def find_rows_created(
+    client: Client, job: JobRecord, settings: Reconcile
+) -> tuple[dict[int, Flow], int]:
+    """Rows of `job` that have a flow, found in one scan of the flows created since its
+    first run began (less the clock-skew margin); and the list requests it took.
+
+    Waits `settle` first: a killed run's last creates may still be in the server's hands.
+    """
+    await asyncio.sleep(settings.settle)
+    prefix = f"{job.id}:"
+    try:
+        found, pages = await scan_newest_first(
+            _flow_pages(client, settings.page_size),
+            cutoff=job.first_started - timedelta(seconds=settings.clock_skew),
+            overscan=settings.overscan,
+            match=lambda call_id: call_id.startswith(prefix),
+        )
+    except DotsError as exc:
+        raise LookupFailed(
+            f"could not look up the rows an earlier run may have created, so nothing was"
+            f" sent: run again, or resume without reconciliation to send them regardless"
+            f" ({exc})"
+        ) from exc
+    rows: dict[int, Flow] = {}
+    for call_id, flow in found.items():
+        row = call_id[len(prefix):]
+        if row.isdigit():
+            rows[int(row)] = flow
+    return rows, pages
+
+
+class _RowOutcomes:
+    """What reconciliation did per call id, so each row's line can say so."""
+
+    def __init__(self, progress: JobProgress) -> None:
+        self._progress = progress
+        self._last: dict[str, str] = {}
+
+    def __call__(self, event: ReconcileEvent) -> None:
+        if event.kind == "scan":
+            self._progress.lookup_requests += event.pages
+        elif event.call_id is not None and event.kind in ("found", "not-found"):
+            self._last[event.call_id] = event.kind
+
+    def finished(self, call_id: str | None, ok: bool) -> str | None:
+        """How an item's row was reconciled ("found", "sent again"), if it was."""
+        last = self._last.pop(call_id, None) if call_id is not None else None
+        if last is None or not ok:
+            return None
+        if last == "found":
+            self._progress.reconciled_found += 1
+            return "found"
+        self._progress.reconciled_resent += 1
+        return "sent again"
+
+
+# -- the job -----------------------------------------------------------------------------
+
+
 async def run_job(
     client: Client,
     rows: Iterator[tuple[int, dict[str, Any] | RowError]],
@@ -209,23 +354,48 @@ async def run_job(
     on_progress: Callable[[JobProgress], None] | None = None,
     stop: asyncio.Event | None = None,
     total: int | None = None,
+    reconcile: bool | Reconcile = True,
 ) -> JobProgress:
     """Send one flow create per row not yet ok in `output`, appending one line per row.
 
     Setting `stop` ends the job gracefully: no new row is sent, the rows in flight finish
-    and are recorded, and `interrupted` is set.
+    and are recorded, and `interrupted` is set. `reconcile` (on by default): see the
+    flows section above; `False` sends every row as a plain create.
     """
     progress = JobProgress(total=total)
     already_ok = recorded_ok(output)
     started = time.monotonic()
     stats_before = client.stats.snapshot()
     row_of: dict[int, int] = {}
+    settings = Reconcile.of(reconcile)
+    outcomes = _RowOutcomes(progress)
+    if settings is not None:
+        settings = attrs.evolve(settings, on_event=_chain(settings.on_event, outcomes))
+    earlier_job = recorded_job(output) if settings is not None else None
+    job_id = earlier_job.id if earlier_job is not None else uuid.uuid4().hex[:16]
+    found_rows: dict[int, Flow] = {}
 
     with _open_for_append(output) as out:
 
         def write(record: dict[str, Any]) -> None:
             out.write(json.dumps(record, separators=(",", ":")) + "\n")
             out.flush()
+
+        if settings is not None:
+            # Recorded before anything is sent, so a resume knows what to look for.
+            write({"job": {"id": job_id, "started": datetime.now(UTC).isoformat()}})
+        every_row_ok = total is not None and already_ok.issuperset(range(1, total + 1))
+        if settings is not None and earlier_job is not None and not every_row_ok:
+            found, pages = await find_rows_created(client, earlier_job, settings)
+            progress.lookup_requests += pages
+            for number, flow in sorted(found.items()):
+                if number in already_ok:
+                    continue
+                found_rows[number] = flow
+                write({"row": number, "ok": True, "flow": converter.unstructure(flow),
+                       "reconciled": "found on resume"})
+                progress.found_on_resume += 1
+                progress.ok += 1
 
         def report() -> None:
             progress.elapsed = time.monotonic() - started
@@ -243,12 +413,16 @@ async def run_job(
                 if number in already_ok:
                     progress.skipped += 1
                     continue
+                if number in found_rows:
+                    continue  # recorded above, as found on resume
                 try:
                     if isinstance(fields, RowError):
                         raise fields
                     if "steps" not in fields and default_steps:
                         fields = {**fields, "steps": default_steps}
                     request = CreateFlow.coerce(fields)
+                    if settings is not None:
+                        request = with_call_id(request, row_call_id(job_id, number))
                 except ValidationError as exc:
                     write({"row": number, "ok": False, "error": error_record(exc)})
                     progress.failed += 1
@@ -258,11 +432,17 @@ async def run_job(
                 index += 1
                 yield request
 
-        async for item in client.flows.create_many(requests(), concurrency=concurrency):
+        async for item in client.flows.create_many(
+            requests(), concurrency=concurrency, reconcile=settings or False
+        ):
             number = row_of.pop(item.index)
+            how = outcomes.finished(call_id_of(getattr(item.request, "metadata", None)), item.ok)
             if item.ok:
                 flow = converter.unstructure(item.result)
-                write({"row": number, "ok": True, "flow": flow})
+                record = {"row": number, "ok": True, "flow": flow}
+                if how is not None:
+                    record["reconciled"] = how
+                write(record)
                 progress.ok += 1
             else:
                 assert item.error is not None
@@ -271,3 +451,16 @@ async def run_job(
             report()
     report()
     return progress
+
+
+def _chain(
+    first: Callable[[ReconcileEvent], None] | None, then: Callable[[ReconcileEvent], None]
+) -> Callable[[ReconcileEvent], None]:
+    if first is None:
+        return then
+
+    def both(event: ReconcileEvent) -> None:
+        first(event)
+        then(event)
+
+    return both

@@ -296,3 +296,39 @@ def test_a_users_suite_gets_the_fixtures_from_the_installed_plugin(
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
     result.assert_outcomes(passed=1)
+
+
+async def test_faults_after_processing_create_the_flow_and_lose_or_spoil_the_answer(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    dots_emulator.reset_after_next()
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+    assert dots_emulator.stats.created == 1  # processed, then dropped
+    assert dots_emulator.stats.resets == 1
+    dots_emulator.fail_after_next(status=502)
+    status, _, _ = await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+    assert status == 502
+    assert dots_emulator.stats.created == 2
+    status, _, _ = await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+    assert status == 200
+    assert dots_emulator.stats.created == 3
+
+
+async def test_reset_after_rate_strikes_creates_only(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    dots_emulator.set_faults(FaultPlan(reset_after_rate=1.0))
+    status, _, _ = await raw.call("GET", "/v2/flows")
+    assert status == 200  # a read is never struck
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+    assert dots_emulator.stats.created == 1
+
+
+def test_the_standalone_emulator_takes_resets_after_processing() -> None:
+    from aiodots.testing.__main__ import parse_args, plan_from
+
+    plan = plan_from(parse_args(["--reset-after-rate", "0.1", "--reset-rate", "0.02"]))
+    assert plan.reset_after_rate == 0.1
+    assert plan.reset_rate == 0.02

@@ -19,6 +19,8 @@ import attrs
 
 from aiodots.errors import ValidationError
 
+from .reserved import check_reserved_keys
+
 __all__ = ["CreateFlow", "Flow", "FlowStep", "RedirectStep", "Step"]
 
 
@@ -196,6 +198,7 @@ def _check_metadata(instance: object, attribute: attrs.Attribute[Any], value: ob
         return
     if not isinstance(value, Mapping):
         raise ValidationError(f"metadata must be a mapping or a string, not {type(value).__name__}")
+    check_reserved_keys(value)
     _check_json_value(value, "metadata")
 
 

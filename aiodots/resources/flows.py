@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Unpack
 from urllib.parse import quote
 
@@ -10,6 +18,7 @@ from aiodots.batch import Batch, BatchSummary
 from aiodots.converter import structure_page, structure_response, unstructure_request
 from aiodots.errors import ValidationError
 from aiodots.models import CreateFlow, Flow, FlowStep, Page, Step
+from aiodots.reconcile import Reconcile, Reconciler
 from aiodots.retry import Replay
 from aiodots.transport import CallOptions, Transport
 
@@ -45,9 +54,14 @@ class Flows:
         metadata: Mapping[str, Any] | str | None = None,
         require_auth: bool | None = None,
         hide_go_to_dashboard_on_complete: bool | None = None,
+        reconcile: bool | Reconcile = False,
         **overrides: Unpack[CallOverrides],
     ) -> Flow:
-        """Create a flow. Invalid input raises `ValidationError` before anything is sent."""
+        """Create a flow. Invalid input raises `ValidationError` before anything is sent.
+
+        `reconcile=True` (or a `Reconcile`): after a failure that may have created the
+        flow, look it up instead of failing; see `aiodots.reconcile`.
+        """
         request = CreateFlow(
             steps=steps,  # the converter validates each item
             user_id=user_id,
@@ -55,7 +69,11 @@ class Flows:
             require_auth=require_auth,
             hide_go_to_dashboard_on_complete=hide_go_to_dashboard_on_complete,
         )
-        return await self.send_create(request, call_options(**overrides))
+        options = call_options(**overrides)
+        reconciler = self._reconciler(reconcile, overrides)
+        if reconciler is not None:
+            return await reconciler.create(request, lambda r: self.send_create(r, options))
+        return await self.send_create(request, options)
 
     async def send_create(self, request: CreateFlow, options: CallOptions | None = None) -> Flow:
         """Create a flow from a prepared `CreateFlow` (what `create_many` calls per item)."""
@@ -118,23 +136,50 @@ class Flows:
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         ordered: bool = False,
         on_progress: Callable[[BatchSummary], None] | None = None,
+        reconcile: bool | Reconcile = False,
         **overrides: Unpack[CallOverrides],
     ) -> Batch[CreateFlow, Flow]:
-        """Create one flow per request, at most `concurrency` at once; see `Batch`."""
+        """Create one flow per request, at most `concurrency` at once; see `Batch`.
+
+        `reconcile=True` (or a `Reconcile`): each request is tagged with a call id (yours
+        when tagged with `aiodots.with_call_id`), and items whose create may have taken
+        effect are looked up, sharing scans, instead of failing; `item.request` is the
+        tagged request.
+        """
         options = call_options(**overrides)
 
         async def create_one(request: CreateFlow) -> Flow:
             return await self.send_create(request, options)
 
+        prepare: Callable[[Any], CreateFlow] = CreateFlow.coerce
+        call: Callable[[CreateFlow], Awaitable[Flow]] = create_one
+        reconciler = self._reconciler(reconcile, overrides)
+        if reconciler is not None:
+            prepare, call = reconciler.prepare(CreateFlow.coerce), reconciler.sender(create_one)
         return Batch(
             requests,
-            create_one,
-            prepare=CreateFlow.coerce,
+            call,
+            prepare=prepare,
             concurrency=concurrency,
             ordered=ordered,
             on_progress=on_progress,
             retry_counter=self._retry_counter,
         )
+
+    # -- reconciliation: exactly once without a server key (aiodots/reconcile.py) -----------
+
+    def _reconciler(
+        self, reconcile: bool | Reconcile, overrides: CallOverrides
+    ) -> Reconciler[Flow] | None:
+        settings = Reconcile.of(reconcile)
+        if settings is None:
+            return None
+
+        async def newest_first(page_size: int) -> AsyncIterator[Sequence[Flow]]:
+            async for page in self.list(limit=page_size, **overrides).pages():
+                yield page.data
+
+        return Reconciler(newest_first, settings)
 
 
 def _created_flow(data: Any, status: int) -> Flow:

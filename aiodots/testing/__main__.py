@@ -31,6 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--error-rate", type=float, default=0.0, help="share answered 503")
     parser.add_argument("--error-status", type=int, default=503)
     parser.add_argument("--reset-rate", type=float, default=0.0, help="share reset")
+    parser.add_argument(
+        "--reset-after-rate", type=float, default=0.0,
+        help="share of creates processed, then reset before the answer",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument(
         "--no-record", action="store_true", help="do not keep the last request bodies"
@@ -51,6 +55,7 @@ def plan_from(args: argparse.Namespace) -> FaultPlan:
         error_rate=args.error_rate,
         error_status=args.error_status,
         reset_rate=args.reset_rate,
+        reset_after_rate=args.reset_after_rate,
         seed=args.seed,
     )
 

@@ -5,10 +5,11 @@ memory, checks Basic auth, validates bodies as the API documents, and answers er
 JSON. Every request goes through one pipeline, in this order:
 
     record -> latency -> connection reset -> queued or random error -> auth
-           -> server rate limit -> endpoint
+           -> server rate limit -> endpoint -> fault after processing
 
-so an injected fault never creates an object: what the counters say was created is
-exactly what a client may have caused.
+so a fault before the endpoint never creates an object, and one after it (a lost or
+wrong answer to a create that took effect) always has: what the counters say was
+created is exactly what a client may have caused.
 """
 
 from __future__ import annotations
@@ -229,6 +230,15 @@ class DotsEmulator:
         (The object exists: this is the case a client must not silently retry.)"""
         self._faults.truncations_pending += count
 
+    # One-shot faults after processing (the object exists; the answer is lost or wrong).
+    def reset_after_next(self, count: int = 1) -> None:
+        """Process the next `count` successful requests, then drop their connections."""
+        self._faults.after_processing.extend(["reset"] * count)
+
+    def fail_after_next(self, count: int = 1, *, status: int = 500) -> None:
+        """Process the next `count` successful requests, then answer `status` instead."""
+        self._faults.after_processing.extend([ForcedResponse(status=status)] * count)
+
     def reset_stats(self) -> None:
         self.stats = EmulatorStats()
 
@@ -322,6 +332,15 @@ class DotsEmulator:
             return _error(404, f"no route for {request.method} {request.path}")
         except web.HTTPMethodNotAllowed:
             return _error(405, f"{request.method} is not allowed on {request.path}")
+        if 200 <= response.status < 300:  # faults after processing: see faults.py
+            after = faults.take_after_processing(request.method)
+            if after == "reset":
+                self.stats.resets += 1
+                assert request.transport is not None
+                request.transport.abort()
+                return None
+            if after is not None:
+                return _forced_response(after)
         if faults.take_truncation() and isinstance(response, web.Response) and response.body:
             raw = bytes(response.body)  # type: ignore[arg-type]
             return web.Response(

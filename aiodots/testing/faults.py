@@ -35,9 +35,12 @@ class FaultPlan:
     - `latency` (+ up to `latency_jitter`) seconds added before answering;
     - `error_rate` of requests answered `error_status` (503 by default) before processing;
     - `reset_rate` of requests whose connection is dropped before processing;
+    - `reset_after_rate` of creates (POST) processed, then dropped before the answer: the
+      object exists and the client cannot know (what reconciliation is for);
     - `rate_limit`: a server-side token bucket (see `ServerRateLimit`).
 
-    One-shot faults (`fail_next`, `reset_next`, `truncate_next`) live on the emulator.
+    One-shot faults (`fail_next`, `reset_next`, `truncate_next`, `reset_after_next`,
+    `fail_after_next`) live on the emulator.
     """
 
     rate_limit: ServerRateLimit | None = None
@@ -48,6 +51,9 @@ class FaultPlan:
     )
     error_status: int = 503
     reset_rate: float = attrs.field(
+        default=0.0, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
+    )
+    reset_after_rate: float = attrs.field(
         default=0.0, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
     )
     seed: int | None = None
@@ -99,6 +105,8 @@ class FaultState:
         self.forced: deque[ForcedResponse] = deque()
         self.resets_pending = 0
         self.truncations_pending = 0
+        #: one-shot faults applied after processing: "reset" or a response to send instead
+        self.after_processing: deque[ForcedResponse | Literal["reset"]] = deque()
         self.set_plan(plan)
 
     def set_plan(self, plan: FaultPlan) -> None:
@@ -131,3 +139,13 @@ class FaultState:
             self.truncations_pending -= 1
             return True
         return False
+
+    def take_after_processing(self, method: str) -> ForcedResponse | Literal["reset"] | None:
+        """The fault for a request its endpoint has just processed successfully, if any:
+        queued ones first, then `reset_after_rate` for creates."""
+        if self.after_processing:
+            return self.after_processing.popleft()
+        rate = self.plan.reset_after_rate
+        if rate and method == "POST" and self.random.random() < rate:
+            return "reset"
+        return None
