@@ -20,6 +20,7 @@ from aiodots.errors import ValidationError
 
 __all__ = [
     "boolean",
+    "check_json",
     "enum",
     "integer",
     "json_value",
@@ -145,7 +146,7 @@ def enum(*values: str) -> Validator:
     return check
 
 
-def _check_json(value: object, where: str, depth: int = 0) -> None:
+def check_json(value: object, where: str, depth: int = 0) -> None:
     if depth > _METADATA_MAX_DEPTH:
         raise ValidationError(f"{where} is nested too deeply")
     if value is None or isinstance(value, str | bool | int):
@@ -158,11 +159,11 @@ def _check_json(value: object, where: str, depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(f"keys must be strings; got {key!r} in {where}")
-            _check_json(item, f"{where}.{key}", depth + 1)
+            check_json(item, f"{where}.{key}", depth + 1)
         return
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            _check_json(item, f"{where}[{i}]", depth + 1)
+            check_json(item, f"{where}[{i}]", depth + 1)
         return
     raise ValidationError(f"{where} is not JSON-serialisable: {type(value).__name__}")
 
@@ -182,7 +183,7 @@ def json_value(*, allow_string: bool = True) -> Validator:
         if not isinstance(value, Mapping):
             kinds = "a mapping or a string" if allow_string else "a mapping"
             raise ValidationError(f"{name} must be {kinds}, not {type(value).__name__}")
-        _check_json(value, name)
+        check_json(value, name)
 
     return check
 

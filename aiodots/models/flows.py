@@ -8,7 +8,6 @@ including step names this version does not know yet.
 from __future__ import annotations
 
 import enum
-import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,7 @@ import attrs
 
 from aiodots.errors import ValidationError
 
+from ._fields import check_json
 from .reserved import check_reserved_keys
 
 __all__ = ["CreateFlow", "Flow", "FlowStep", "RedirectStep", "Step"]
@@ -45,7 +45,6 @@ _REDIRECT_URL = re.compile(
     r"https?://(www\.)?[-a-zA-Z0-9@:%._+~#=]{1,256}\.[a-zA-Z0-9()]{1,6}\b"
     r"([-a-zA-Z0-9()@:%_+.~#?&/=]*)\Z"
 )
-_METADATA_MAX_DEPTH = 32
 
 
 def to_step(value: object) -> Step:
@@ -169,37 +168,13 @@ def to_user_id(value: object) -> str | None:
     raise ValidationError(f"user_id must be a UUID, not {value!r}")
 
 
-def _check_json_value(value: object, where: str, depth: int = 0) -> None:
-    if depth > _METADATA_MAX_DEPTH:
-        raise ValidationError(f"metadata is nested too deeply at {where}")
-    if value is None or isinstance(value, str | bool | int):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValidationError(f"metadata value at {where} is not a finite number: {value!r}")
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValidationError(f"metadata keys must be strings; got {key!r} at {where}")
-            _check_json_value(item, f"{where}.{key}", depth + 1)
-        return
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check_json_value(item, f"{where}[{i}]", depth + 1)
-        return
-    raise ValidationError(
-        f"metadata value at {where} is not JSON-serialisable: {type(value).__name__}"
-    )
-
-
 def _check_metadata(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None or isinstance(value, str):
         return
     if not isinstance(value, Mapping):
         raise ValidationError(f"metadata must be a mapping or a string, not {type(value).__name__}")
     check_reserved_keys(value)
-    _check_json_value(value, "metadata")
+    check_json(value, "metadata")
 
 
 @attrs.frozen(slots=True, kw_only=True)
