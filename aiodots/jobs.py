@@ -344,6 +344,47 @@ class _RowOutcomes:
 # -- the job -----------------------------------------------------------------------------
 
 
+class JobLog:
+    """A job's output: one JSON line per record, flushed as it is written (so a crash
+    loses no finished row), and the progress callback fed with the client's counters."""
+
+    def __init__(
+        self,
+        client: Client,
+        output: Path,
+        progress: JobProgress,
+        on_progress: Callable[[JobProgress], None] | None,
+    ) -> None:
+        self._client = client
+        self._output = output
+        self._progress = progress
+        self._on_progress = on_progress
+        self._started = time.monotonic()
+        self._stats_before = client.stats.snapshot()
+        self._out: IO[str] | None = None
+
+    def __enter__(self) -> JobLog:
+        self._out = _open_for_append(self._output)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._out is not None:
+            self._out.close()
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self._out is not None
+        self._out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._out.flush()
+
+    def report(self) -> None:
+        progress, stats = self._progress, self._client.stats
+        progress.elapsed = time.monotonic() - self._started
+        progress.rate_limited = stats.rate_limited - self._stats_before.rate_limited
+        progress.retries = stats.retries - self._stats_before.retries
+        if self._on_progress is not None:
+            self._on_progress(progress)
+
+
 async def run_job(
     client: Client,
     rows: Iterator[tuple[int, dict[str, Any] | RowError]],
@@ -364,8 +405,6 @@ async def run_job(
     """
     progress = JobProgress(total=total)
     already_ok = recorded_ok(output)
-    started = time.monotonic()
-    stats_before = client.stats.snapshot()
     row_of: dict[int, int] = {}
     settings = Reconcile.of(reconcile)
     outcomes = _RowOutcomes(progress)
@@ -375,12 +414,8 @@ async def run_job(
     job_id = earlier_job.id if earlier_job is not None else uuid.uuid4().hex[:16]
     found_rows: dict[int, Flow] = {}
 
-    with _open_for_append(output) as out:
-
-        def write(record: dict[str, Any]) -> None:
-            out.write(json.dumps(record, separators=(",", ":")) + "\n")
-            out.flush()
-
+    with JobLog(client, output, progress, on_progress) as log:
+        write, report = log.write, log.report
         if settings is not None:
             # Recorded before anything is sent, so a resume knows what to look for.
             write({"job": {"id": job_id, "started": datetime.now(UTC).isoformat()}})
@@ -396,13 +431,6 @@ async def run_job(
                        "reconciled": "found on resume"})
                 progress.found_on_resume += 1
                 progress.ok += 1
-
-        def report() -> None:
-            progress.elapsed = time.monotonic() - started
-            progress.rate_limited = client.stats.rate_limited - stats_before.rate_limited
-            progress.retries = client.stats.retries - stats_before.retries
-            if on_progress is not None:
-                on_progress(progress)
 
         def requests() -> Iterator[CreateFlow]:
             index = 0
@@ -449,7 +477,7 @@ async def run_job(
                 write({"row": number, "ok": False, "error": error_record(item.error)})
                 progress.failed += 1
             report()
-    report()
+        report()
     return progress
 
 

@@ -23,7 +23,6 @@ import csv
 import hashlib
 import json
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from .client import Client
 from .converter import converter
 from .errors import ValidationError
 from .jobs import (
+    JobLog,
     JobProgress,
     RowError,
     _flag,
@@ -44,7 +44,6 @@ from .jobs import (
     parse_metadata,
     recorded_ok,
 )
-from .jobs import _open_for_append as open_for_append
 from .models import _fields
 from .models.payouts import CreatePayout, PayoutSendRequest
 
@@ -186,8 +185,6 @@ async def run_payout_job(
     """
     progress = JobProgress(total=total)
     already_ok = recorded_ok(output)
-    started = time.monotonic()
-    stats_before = client.stats.snapshot()
     row_of: dict[int, tuple[int, str]] = {}
 
     async def send(request: PayoutRequest) -> Any:
@@ -195,18 +192,8 @@ async def run_payout_job(
             return await client.payouts.send_create(request)
         return await client.payouts.send(**attrs.asdict(request, recurse=False))
 
-    with open_for_append(output) as out:
-
-        def write(record: dict[str, Any]) -> None:
-            out.write(json.dumps(record, separators=(",", ":")) + "\n")
-            out.flush()
-
-        def report() -> None:
-            progress.elapsed = time.monotonic() - started
-            progress.rate_limited = client.stats.rate_limited - stats_before.rate_limited
-            progress.retries = client.stats.retries - stats_before.retries
-            if on_progress is not None:
-                on_progress(progress)
+    with JobLog(client, output, progress, on_progress) as log:
+        write, report = log.write, log.report
 
         def requests() -> Iterator[PayoutRequest]:
             index = 0
@@ -248,5 +235,5 @@ async def run_payout_job(
                        "error": error_record(item.error)})
                 progress.failed += 1
             report()
-    report()
+        report()
     return progress
