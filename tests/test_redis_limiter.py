@@ -142,6 +142,18 @@ async def test_a_429_sent_before_the_cut_does_not_cut_again(limiters: Factory) -
     assert 90.0 <= second.rate < 96.0  # cut once to 90%, recovering; twice would be 81
 
 
+async def test_a_429_sent_well_after_the_cut_cuts_again(limiters: Factory) -> None:
+    first, second = limiters(ceiling=100), limiters(ceiling=100)
+    await second.acquire()
+    await first.acquire()
+    first.on_response(429, first.now(), None)
+    await asyncio.sleep(0.3)  # past the reservation horizon: the cut was not enough
+    second.on_response(429, second.now(), None)
+    await asyncio.sleep(0.05)
+    await second.acquire()
+    assert second.decreases == 2
+
+
 async def test_cancelled_waiters_do_not_stall_the_others(limiters: Factory) -> None:
     limiter = limiters(ceiling=aiodots.RateLimit(20, burst=1))
     tasks = [asyncio.create_task(limiter.acquire()) for _ in range(10)]

@@ -163,8 +163,9 @@ end
 for i = 10, #ARGV, 2 do
   local sent_at = now - tonumber(ARGV[i])
   local retry_after = tonumber(ARGV[i + 1])
-  -- Only a request sent after the last cut proves the cut was not enough.
-  if adaptive and (not decreased_at or sent_at >= decreased_at) then decrease() end
+  -- Only a request sent after the last cut proves the cut was not enough; and one sent
+  -- within `horizon` after it may have used a slot reserved before it.
+  if adaptive and (not decreased_at or sent_at >= decreased_at + horizon) then decrease() end
   if retry_after > 0 then
     pause_until = math.max(pause_until, now + retry_after)
     last_pause = retry_after
