@@ -320,28 +320,32 @@ def demo(count: int, rate_limit: float, error_rate: float, reset_rate: float,
 
 async def _demo_workers(faults: FaultPlan, count: int, concurrency: int, workers: int,
                         redis_url: str | None) -> None:
-    async with DotsEmulator(faults=faults, record_bodies=False) as emulator:
-        start_at = time.time() + 2.0  # every process starts at once, once all have loaded
-        plans = [
-            WorkerPlan(base_url=emulator.base_url, **emulator.credentials,
-                       flows=count // workers + (n < count % workers), start_at=start_at,
-                       concurrency=concurrency, redis_url=redis_url)
-            for n in range(workers)
-        ]
-        s = summary(await run_workers(plans))
-        stats = emulator.stats
+    """The same job in `workers` processes, each with its own limiter, then (with
+    `redis_url`) sharing one: a fresh emulator each time, so both start alike."""
     limit = faults.rate_limit.rate if faults.rate_limit else 0
-    how = "sharing one limit through Redis" if redis_url else "each with its own limiter"
-    click.echo(
-        f"{workers} processes {how}: {s.ok} ok, {s.failed} failed (connection resets: not "
-        f"repeated blindly) in {s.seconds:.1f}s\n  together {s.rate:.0f}/s against a limit "
-        f"of {limit:g}/s ({s.rate / limit:.0%} of it); {s.rate_limited} answered 429 "
-        f"({s.share_429:.1%} of {s.requests} requests)"
-        + (f"; {s.round_trips_per_request:.2f} Redis round trips per request" if redis_url
-           else "; try --redis redis://127.0.0.1:6379/0 to share one limit")
-    )
-    click.echo(f"  the emulator created {stats.created} flows, {stats.duplicates} twice")
-    if stats.duplicates:
+    duplicates = 0
+    for shared in dict.fromkeys([None, redis_url]):
+        async with DotsEmulator(faults=faults, record_bodies=False) as emulator:
+            start_at = time.time() + 2.0  # all start at once, once every one has loaded
+            plans = [
+                WorkerPlan(base_url=emulator.base_url, **emulator.credentials,
+                           flows=count // workers + (n < count % workers), start_at=start_at,
+                           concurrency=concurrency, redis_url=shared)
+                for n in range(workers)
+            ]
+            s = summary(await run_workers(plans))
+            stats = emulator.stats
+        how = "sharing one limit through Redis" if shared else "each with its own limiter"
+        click.echo(
+            f"{workers} processes {how}: {s.ok} ok, {s.failed} failed in {s.seconds:.1f}s, "
+            f"together {s.rate:.0f}/s against a limit of {limit:g}/s ({s.rate / limit:.0%})"
+            f"\n  {s.rate_limited} answered 429 ({s.share_429:.1%} of {s.requests} requests)"
+            + (f", {s.round_trips_per_request:.2f} Redis round trips per request" if shared
+               else "" if redis_url else "; add --redis URL to compare with one shared limit")
+            + f"; the emulator created {stats.created} flows, {stats.duplicates} twice"
+        )
+        duplicates += stats.duplicates
+    if duplicates:
         sys.exit(1)
 
 

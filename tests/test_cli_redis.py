@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from pytest_redis.executor import RedisExecutor
 
 from aiodots.testing import DotsEmulator
@@ -28,8 +29,10 @@ def _most_in_window(stamps: list[float], window: float) -> int:
 
 
 async def test_two_bulk_runs_with_redis_share_their_rate(
-    dots_emulator: DotsEmulator, redis_server: RedisExecutor, tmp_path: Path
+    dots_emulator: DotsEmulator, redis_server: RedisExecutor, redis_client: aioredis.Redis,
+    tmp_path: Path,
 ) -> None:
+    """(`redis_client` empties the server first.)"""
     async def bulk(name: str) -> tuple[int, str, str]:
         source = tmp_path / f"{name}.jsonl"
         source.write_text("".join(json.dumps({"steps": "compliance"}) + "\n" for _ in range(45)))
@@ -59,14 +62,15 @@ async def test_redis_without_a_usable_url_is_a_usage_error(
     assert dots_emulator.stats.requests == 0
 
 
-async def test_demo_with_workers_and_redis_reports_the_combined_rate(
-    redis_server: RedisExecutor,
+async def test_demo_with_workers_and_redis_compares_both_combined_rates(
+    redis_server: RedisExecutor, redis_client: aioredis.Redis
 ) -> None:
     code, out, err = await run_cli(
         None, "demo", "--workers", "2", "--flows", "200", "--error-rate", "0",
         "--reset-rate", "0", "--redis", url_of(redis_server),
     )
     assert code == 0, err
+    assert "2 processes each with its own limiter: 200 ok, 0 failed" in out
     assert "2 processes sharing one limit through Redis: 200 ok, 0 failed" in out
     assert "Redis round trips per request" in out
-    assert "the emulator created 200 flows, 0 twice" in out
+    assert out.count("the emulator created 200 flows, 0 twice") == 2

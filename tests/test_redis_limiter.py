@@ -154,6 +154,22 @@ async def test_a_429_sent_well_after_the_cut_cuts_again(limiters: Factory) -> No
     assert second.decreases == 2
 
 
+async def test_a_lower_ceiling_applies_at_once_to_a_rate_already_in_redis(
+    limiters: Factory,
+) -> None:
+    earlier = limiters(ceiling=100)
+    await earlier.acquire()
+    earlier.on_response(429, earlier.now(), None)  # adapted: 90/s in Redis
+    await asyncio.sleep(0.05)
+    again = limiters(ceiling=10)  # the job run again, with a lower --rate
+    await again.acquire()
+    assert again.rate == 10.0
+    unthrottled = limiters()  # and without one: the adapted rate stays
+    await unthrottled.acquire()
+    assert unthrottled.rate is not None
+    assert unthrottled.rate >= 90.0
+
+
 async def test_cancelled_waiters_do_not_stall_the_others(limiters: Factory) -> None:
     limiter = limiters(ceiling=aiodots.RateLimit(20, burst=1))
     tasks = [asyncio.create_task(limiter.acquire()) for _ in range(10)]

@@ -226,6 +226,11 @@ class RedisRateLimiter:
             if fallback is not None:
                 await fallback.acquire()
                 break
+            paused = self._pause_until - self._clock()
+            if paused > 0:
+                # Known here already (this process's own 429): no slot before it ends.
+                await self._sleep(paused)
+                continue
             slot = await self._slot()
             if slot is None:
                 continue  # fell back meanwhile

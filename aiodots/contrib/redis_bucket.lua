@@ -53,12 +53,17 @@ for i = 1, #raw, 2 do s[raw[i]] = raw[i + 1] end
 
 local capacity = 1
 if ceiling then capacity = burst end
-local rate = ceiling                        -- nil: unthrottled (no 429 seen yet)
-if s.init then rate = tonumber(s.rate) end  -- tonumber('') is nil
-local tokens = tonumber(s.tokens) or capacity
+local decreased_at = tonumber(s.decreased)  -- nil: never cut
+-- Never cut: the caller's ceiling, or nil (unthrottled until a 429). Cut: the adapted
+-- rate, under the caller's ceiling (a job run again with a lower one obeys it at once).
+local rate = ceiling
+if decreased_at then
+  rate = tonumber(s.rate)
+  if ceiling and rate > ceiling then rate = ceiling end
+end
+local tokens = math.min(tonumber(s.tokens) or capacity, capacity)
 local refilled = tonumber(s.refilled) or now
 local pause_until = tonumber(s.pause) or 0
-local decreased_at = tonumber(s.decreased)  -- nil: never cut
 local slow_start = s.slow == '1'
 local start_rate = tonumber(s.start_rate) or 0
 local w_max = tonumber(s.w_max) or 0
@@ -203,7 +208,7 @@ end
 
 local function opt(x) if x then return fmt(x) end return '' end
 redis.call('HSET', KEYS[1],
-  'init', '1', 'rate', opt(rate), 'tokens', fmt(tokens), 'refilled', fmt(refilled),
+  'rate', opt(rate), 'tokens', fmt(tokens), 'refilled', fmt(refilled),
   'pause', fmt(pause_until), 'decreased', opt(decreased_at), 'slow', slow_start and '1' or '0',
   'start_rate', fmt(start_rate), 'w_max', fmt(w_max), 'first_ok', opt(first_ok),
   'last_pause', fmt(last_pause), 'decreases', decreases)
