@@ -94,6 +94,14 @@ async def test_a_busy_process_needs_fewer_round_trips_than_acquires(limiters: Fa
     assert busy.round_trips < len(stamps) / 2
 
 
+async def test_contending_processes_need_no_more_round_trips_than_acquires(
+    limiters: Factory,
+) -> None:
+    three = [limiters(ceiling=aiodots.RateLimit(60, burst=1)) for _ in range(3)]
+    stamps = await _acquire_for(three, 1.0, tasks_each=10)
+    assert sum(limiter.round_trips for limiter in three) <= len(stamps)
+
+
 async def test_one_call_at_a_time_is_one_round_trip_each(limiters: Factory) -> None:
     single = limiters(ceiling=1000)
     for _ in range(5):

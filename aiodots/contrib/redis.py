@@ -95,7 +95,6 @@ class RedisRateLimiter:
     #: takes to reach a process that already holds slots.
     HORIZON = 0.1
     MAX_RESERVE = 32  # slots one round trip may reserve
-    MIN_POLL = 0.002  # the shortest wait between two empty-handed round trips
     LIVE_SECONDS = 10.0  # a process that called within this long counts as alive
     KEY_TTL_MS = 3_600_000  # state of a key nobody uses for an hour is dropped
     RECONNECT_SECONDS = 1.0
@@ -297,28 +296,25 @@ class RedisRateLimiter:
         self._fetching = False
 
     async def _fetch(self) -> float | None:
-        """Reserve slots for this caller and as many queued ones as Redis allows."""
-        while True:
-            if self._fallback is not None and self._clock() < self._next_probe:
-                return None
-            # Slots already reserved run out no sooner than this: asking now would only
-            # add the few tokens earned since the last ask, one round trip for each.
-            early = self._reserved_until - self.HORIZON / 4 - self._clock()
-            if early > 0:
-                await self._sleep(early)
-            want = min(1 + len(self._queue), self.MAX_RESERVE)
-            try:
-                slots, wait = await self._round_trip(want)
-            except _Unavailable as exc:
-                self._fall_back(exc)
-                self._release_queue()
-                return None
-            if self._fallback is not None:
-                log.warning("aiodots: Redis answers again; the shared rate limit is back")
-                self._fallback = None
-            if slots:
-                break
-            await self._sleep(max(wait - self.HORIZON * 3 / 4, self.MIN_POLL))
+        """Reserve a slot for this caller, and for as many queued ones as Redis allows,
+        in one round trip; None if the limiter falls back to its local share."""
+        if self._fallback is not None and self._clock() < self._next_probe:
+            return None
+        # Slots already reserved run out no sooner than this: asking now would only add
+        # the few tokens earned since the last ask, one round trip for each.
+        early = self._reserved_until - self.HORIZON / 4 - self._clock()
+        if early > 0:
+            await self._sleep(early)
+        want = min(1 + len(self._queue), self.MAX_RESERVE)
+        try:
+            slots = await self._round_trip(want)
+        except _Unavailable as exc:
+            self._fall_back(exc)
+            self._release_queue()
+            return None
+        if self._fallback is not None:
+            log.warning("aiodots: Redis answers again; the shared rate limit is back")
+            self._fallback = None
         self._reserved_until = slots[-1]
         mine, rest = slots[0], slots[1:]
         for at in rest:
@@ -339,9 +335,9 @@ class RedisRateLimiter:
 
     # -- Redis --------------------------------------------------------------------------
 
-    async def _round_trip(self, want: int) -> tuple[list[float], float]:
-        """Run the script: report feedback, reserve up to `want` slots. Returns the
-        slots (this process's clock) and, when there are none, how long until one."""
+    async def _round_trip(self, want: int) -> list[float]:
+        """Run the script: report feedback, reserve up to `want` slots (at least one
+        when `want` is not 0). Returns the slots, on this process's clock."""
         successes, self._successes = self._successes, 0
         reports, self._reports = self._reports, []
         now = self._clock()
@@ -357,18 +353,17 @@ class RedisRateLimiter:
             reply: Sequence[Any] = await self._script(keys=self._keys, args=args)
         except (RedisError, OSError) as exc:
             raise _Unavailable(type(exc).__name__) from exc
-        # Offsets count from when Redis ran the script, which was no later than now:
-        # anchoring them here can only make a slot later, never earlier.
+        # Offsets count from when Redis ran the script, before the reply arrived:
+        # anchoring them at its arrival can only make a slot later, never earlier.
         received = self._clock()
         granted = int(reply[0])
-        self._rate = float(reply[2]) if reply[2] not in (b"", "") else None
-        pause_left = float(reply[3])
+        self._rate = float(reply[1]) if reply[1] not in (b"", "") else None
+        pause_left = float(reply[2])
         if pause_left > 0:
             self._pause_until = max(self._pause_until, received + pause_left)
-        self._live = max(1, int(reply[4]))
-        self.decreases = int(reply[5])
-        slots = [received + float(offset) for offset in reply[6 : 6 + granted]]
-        return slots, float(reply[1])
+        self._live = max(1, int(reply[3]))
+        self.decreases = int(reply[4])
+        return [received + float(offset) for offset in reply[5 : 5 + granted]]
 
     def _fall_back(self, exc: _Unavailable) -> None:
         self._next_probe = self._clock() + self.RECONNECT_SECONDS

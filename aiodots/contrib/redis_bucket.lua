@@ -9,17 +9,18 @@
 -- Time is Redis's own clock (TIME), so machines need not agree on theirs: callers send
 -- ages ("this request was sent 0.3 s ago") and receive offsets ("send in 0.02 s").
 --
--- A reservation may lie in the future (the bucket goes into debt), but never further
--- ahead than `horizon` seconds: a rate cut or a pause then reaches every process within
--- that time, and no process hoards slots another one could use sooner.
+-- A reservation may lie in the future (the bucket goes into debt), but no further ahead
+-- than `horizon` seconds, except the first slot of a call, which is always granted (so
+-- one call serves at least one request): a rate cut or a pause then reaches every
+-- process within about that time, and no process hoards slots another could use sooner.
 --
 -- KEYS[1] state (hash), KEYS[2] recent successes (list of "time count"),
 -- KEYS[3] live processes (sorted set: process id -> last call)
 -- ARGV: want, horizon, ceiling (0: none), burst, adaptive (1/0), successes, process id,
 --       live ttl (s), key ttl (ms), then pairs of (429 age in s, Retry-After in s or 0)
 --
--- Returns: granted, wait hint (s), rate ('' while unthrottled), pause left (s),
--- live processes, decreases so far, then one offset (s from now) per granted slot.
+-- Returns: granted, rate ('' while unthrottled), pause left (s), live processes,
+-- decreases so far, then one offset (s from now) per granted slot.
 
 local WINDOW = $WINDOW
 local MIN_MEASURE = $MIN_MEASURE
@@ -178,27 +179,20 @@ for i = 10, #ARGV, 2 do
 end
 if decreased_at then grow() end
 
--- Reserve up to `want` slots within the horizon.
+-- Reserve up to `want` slots within the horizon (the first one in any case).
 local offsets = {}
-local wait = 0
 if want > 0 then
   local start = math.max(now, pause_until)
   if not rate then
-    if start - now <= horizon then
-      for i = 1, want do offsets[i] = start - now end
-    else
-      wait = start - now
-    end
+    if start - now > horizon then want = 1 end
+    for i = 1, want do offsets[i] = start - now end
   else
     -- Tokens at the moment sending may start (a pause fills the bucket to capacity only).
     local tok = math.min(capacity, tokens + (now - refilled) * rate)
     tok = math.min(capacity, tok + (start - now) * rate)
     for i = 1, want do
       local at = start + math.max(0, (i - tok) / rate)
-      if at - now > horizon then
-        if i == 1 then wait = at - now end
-        break
-      end
+      if i > 1 and at - now > horizon then break end
       offsets[i] = at - now
     end
     tokens = tok - #offsets - (start - now) * rate
@@ -214,6 +208,6 @@ redis.call('HSET', KEYS[1],
   'last_pause', fmt(last_pause), 'decreases', decreases)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
 
-local reply = {#offsets, fmt(wait), opt(rate), fmt(math.max(0, pause_until - now)), live, decreases}
+local reply = {#offsets, opt(rate), fmt(math.max(0, pause_until - now)), live, decreases}
 for i = 1, #offsets do reply[#reply + 1] = fmt(offsets[i]) end
 return reply
