@@ -257,6 +257,42 @@ async def test_redis_down_falls_back_to_this_process_share_and_comes_back(
         assert one.round_trips > trips
 
 
+async def test_a_bulk_job_goes_on_under_its_share_while_redis_restarts(
+    restartable_redis: RedisExecutor,
+) -> None:
+    seen_fallback = False
+
+    async def outage() -> None:
+        nonlocal seen_fallback
+        # In a thread: stopping and starting the server wait for it, and a blocked event
+        # loop would bunch the job's sends up when it runs again.
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(restartable_redis.stop)
+        for _ in range(20):  # the job's calls find Redis gone
+            await asyncio.sleep(0.05)
+            seen_fallback = seen_fallback or limiter.using_fallback
+        await asyncio.to_thread(restartable_redis.start)
+
+    async with DotsEmulator() as emulator:
+        limiter = RedisRateLimiter(url_of(restartable_redis), name="bulk", ceiling=50)
+        async with limiter, aiodots.Client(
+            **emulator.credentials, base_url=emulator.base_url, rate_limiter=limiter
+        ) as dots:
+            stop_and_start = asyncio.create_task(outage())
+            oks = [item.ok async for item in dots.flows.create_many(
+                ({"steps": ["compliance"]} for _ in range(160)), concurrency=10
+            )]
+            await stop_and_start
+            back = not limiter.using_fallback  # 3 s at 50/s: Redis returned at 1.5 s
+    assert seen_fallback
+    assert back
+    assert oks == [True] * 160
+    assert emulator.stats.created == 160
+    # Before, during and after the outage: never more than the one limit (a lone
+    # process's share is all of it).
+    assert _most_in_window(list(emulator.stats.arrivals), 1.0) <= 50 + 1 + 1 + 2
+
+
 async def test_redis_down_with_raise_fails_the_call_and_sends_nothing(
     restartable_redis: RedisExecutor,
 ) -> None:

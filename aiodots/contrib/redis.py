@@ -151,6 +151,7 @@ class RedisRateLimiter:
         #: Round trips to Redis so far (scripts run), successful or not.
         self.round_trips = 0
         self._fallback: AdaptiveRateLimiter | None = None
+        self._redis_back: asyncio.Future[None] | None = None  # done when Redis answers again
         self._next_probe = 0.0
 
     def __repr__(self) -> str:
@@ -223,8 +224,9 @@ class RedisRateLimiter:
         while True:
             fallback = self._fallback_in_use()
             if fallback is not None:
-                await fallback.acquire()
-                break
+                if await self._acquire_locally(fallback):
+                    break
+                continue  # Redis is back: take a shared slot instead
             paused = self._pause_until - self._clock()
             if paused > 0:
                 # Known here already (this process's own 429): no slot before it ends.
@@ -240,6 +242,27 @@ class RedisRateLimiter:
             if self._clock() >= self._pause_until:
                 break
         return self._clock() - started
+
+    async def _acquire_locally(self, fallback: AdaptiveRateLimiter) -> bool:
+        """Wait on the local fallback; False if Redis came back first (one limiter
+        must not go on granting beside the other)."""
+        # Slots handed out by Redis before it went away are used first.
+        before = self._reserved_until - self._clock()
+        if before > 0:
+            await self._sleep(before)
+        back = self._redis_back
+        local: asyncio.Future[float] = asyncio.ensure_future(fallback.acquire())
+        try:
+            if back is None:
+                await local
+            else:
+                either: list[asyncio.Future[Any]] = [local, back]
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            # Let through only by the fallback: not when Redis came back first.
+            return local.done() and not local.cancelled()
+        finally:
+            if not local.done():
+                local.cancel()
 
     def _fallback_in_use(self) -> AdaptiveRateLimiter | None:
         fallback = self._fallback
@@ -315,6 +338,8 @@ class RedisRateLimiter:
         if self._fallback is not None:
             log.warning("aiodots: Redis answers again; the shared rate limit is back")
             self._fallback = None
+            if self._redis_back is not None and not self._redis_back.done():
+                self._redis_back.set_result(None)  # callers waiting locally come back
         self._reserved_until = slots[-1]
         mine, rest = slots[0], slots[1:]
         for at in rest:
@@ -383,6 +408,7 @@ class RedisRateLimiter:
         self._fallback = AdaptiveRateLimiter(
             share, adaptive=self._adaptive, clock=self._clock, sleep=self._sleep
         )
+        self._redis_back = asyncio.get_running_loop().create_future()
         log.warning(
             "aiodots: Redis is unreachable (%s); limiting this process to %s until it "
             "answers again", exc, f"{share.rate:.1f}/s" if share else "what 429s allow",
