@@ -52,7 +52,8 @@ SCRIPT = string.Template(
     WINDOW=_A.WINDOW, MIN_MEASURE=_A.MIN_MEASURE, SETTLE=_A.SETTLE,
     SLOW_START_DOUBLING=_A.SLOW_START_DOUBLING, SLOW_START_FLOOR=_A.SLOW_START_FLOOR,
     RECOVERY=_A.RECOVERY, HOLD=_A.HOLD, PLATEAU=_A.PLATEAU, PROBE=_A.PROBE,
-    PAUSE_HOLD=_A.PAUSE_HOLD, BETA=0.9, MIN_RATE=0.5,
+    PAUSE_HOLD=_A.PAUSE_HOLD,
+    BETA=0.9, MIN_RATE=0.5,  # AdaptiveRateLimiter's defaults for its `beta` and `min_rate`
 )
 
 
@@ -85,8 +86,11 @@ class RedisRateLimiter:
     `on_redis_error`: `"local"` (default) falls back, while Redis is unreachable, to an
     in-memory `AdaptiveRateLimiter` capped at this process's share of the last rate
     Redis held (the rate divided by the processes that called in the last
-    `LIVE_SECONDS`); `"raise"` makes each acquire raise `RateLimiterUnavailableError`.
-    Either way Redis is tried again every `RECONNECT_SECONDS`.
+    `LIVE_SECONDS`; with no rate known, no ceiling and no 429 yet, it finds its own
+    limit from its 429s as a lone client does); `"raise"` makes each acquire raise
+    `RateLimiterUnavailableError`, before anything is sent. Either way Redis is tried
+    again every `RECONNECT_SECONDS`; a Redis that restarted empty starts the shared
+    state anew (from `ceiling`, or unthrottled until a 429).
 
     One limiter per client and event loop; pass it as `Client(rate_limiter=...)`.
     """
