@@ -15,9 +15,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 try:
     import click
@@ -43,6 +43,10 @@ from .jobs import (
 from .payout_jobs import batch_identity, read_payout_rows, run_payout_job
 from .ratelimit import RateLimit
 from .testing import DotsEmulator, FaultPlan, ServerRateLimit
+from .testing.workers import WorkerPlan, run_workers, summary
+
+if TYPE_CHECKING:
+    from .contrib.redis import RedisRateLimiter
 
 DEMO_PASSES = 5  # resets may strike a resumed pass too
 PLAIN_PROGRESS_EVERY = 2.0  # seconds between progress lines when not on a terminal
@@ -53,6 +57,42 @@ def _client(ctx: click.Context, **kwargs: Any) -> Client:
         return Client(base_url=ctx.obj["base_url"], environment=ctx.obj["environment"], **kwargs)
     except DotsError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def redis_option(command: F) -> F:
+    """`--redis URL` (or DOTS_REDIS_URL) on a command that sends: pass `redis_url` on to
+    `shared_limiter`."""
+    return click.option(
+        "--redis", "redis_url", metavar="URL", envvar="DOTS_REDIS_URL",
+        help="Share one rate limit with every process using this Redis and API key "
+        "(redis://host:port/db); --rate is then their combined rate. Needs the redis extra.",
+    )(command)
+
+
+def shared_limiter(redis_url: str | None, rate: float | None) -> RedisRateLimiter | None:
+    """The limiter `--redis` asks for (None without it); close it with `closing_limiter`."""
+    if not redis_url:
+        return None
+    try:
+        from .contrib.redis import RedisRateLimiter
+    except ImportError as exc:
+        raise click.UsageError(f"--redis: {exc}") from exc
+    try:
+        return RedisRateLimiter(redis_url, ceiling=rate)
+    except ValueError as exc:  # a URL redis-py cannot read
+        raise click.UsageError(f"--redis: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def closing_limiter(limiter: RedisRateLimiter | None) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        if limiter is not None:
+            await limiter.aclose()
 
 
 def _print_json(value: Any) -> None:
@@ -230,10 +270,11 @@ def _graceful_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iter
 @click.option("--reconcile/--no-reconcile", default=True, show_default=True,
               help="Look up a create whose answer was lost instead of failing the row, and"
                    " on resume find rows a killed run created.")
+@redis_option
 @click.pass_context
 def flows_bulk(
     ctx: click.Context, input_path: str, output: Path, steps: str | None, concurrency: int,
-    rate: float | None, reconcile: bool,
+    rate: float | None, reconcile: bool, redis_url: str | None,
 ) -> None:
     """Create a flow per row of INPUT (.csv, .jsonl, or - for JSON Lines on stdin).
 
@@ -245,12 +286,13 @@ def flows_bulk(
         rows = read_rows(input_path)
     except (DotsError, OSError) as exc:
         raise click.UsageError(str(exc)) from exc
-    dots = _client(ctx, rate_limit=RateLimit(rate) if rate else None)
+    limiter = shared_limiter(redis_url, rate)
+    dots = _client(ctx, rate_limit=RateLimit(rate) if rate else None, rate_limiter=limiter)
 
     async def job() -> JobProgress:
         stop = asyncio.Event()
         with _graceful_stop(asyncio.get_running_loop(), stop), Reporter(console, total) as bar:
-            async with dots:
+            async with dots, closing_limiter(limiter):
                 return await run_job(
                     dots, rows, output, default_steps=_steps(steps), concurrency=concurrency,
                     on_progress=bar, stop=stop, total=total, reconcile=reconcile,
@@ -281,8 +323,12 @@ def flows_bulk(
 @click.option("--reconcile/--no-reconcile", default=True, show_default=True,
               help="Look up creates whose answer was lost (off: they fail, and resuming"
                    " duplicates those that were created).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes sharing the emulator's limit (with --redis: sharing one limiter).")
+@redis_option
 def demo(count: int, rate_limit: float, error_rate: float, reset_rate: float,
-         reset_after_rate: float, concurrency: int, reconcile: bool) -> None:
+         reset_after_rate: float, concurrency: int, reconcile: bool, workers: int,
+         redis_url: str | None) -> None:
     """A bulk job against the embedded emulator, with faults, and its summary."""
     faults = FaultPlan(
         rate_limit=ServerRateLimit(rate=rate_limit, burst=20, retry_after="seconds"),
@@ -298,7 +344,41 @@ def demo(count: int, rate_limit: float, error_rate: float, reset_rate: float,
             f"{reset_rate:.1%} of connections reset before processing and "
             f"{reset_after_rate:.1%} of creates after it)"
         )
-        asyncio.run(_demo(faults, users, output, concurrency, reconcile))
+        if workers > 1 or redis_url:
+            asyncio.run(_demo_workers(faults, count, concurrency, workers, redis_url))
+        else:
+            asyncio.run(_demo(faults, users, output, concurrency, reconcile))
+
+
+async def _demo_workers(faults: FaultPlan, count: int, concurrency: int, workers: int,
+                        redis_url: str | None) -> None:
+    """The same job in `workers` processes, each with its own limiter, then (with
+    `redis_url`) sharing one: a fresh emulator each time, so both start alike."""
+    limit = faults.rate_limit.rate if faults.rate_limit else 0
+    duplicates = 0
+    for shared in dict.fromkeys([None, redis_url]):
+        async with DotsEmulator(faults=faults, record_bodies=False) as emulator:
+            start_at = time.time() + 2.0  # all start at once, once every one has loaded
+            plans = [
+                WorkerPlan(base_url=emulator.base_url, **emulator.credentials,
+                           flows=count // workers + (n < count % workers), start_at=start_at,
+                           concurrency=concurrency, redis_url=shared)
+                for n in range(workers)
+            ]
+            s = summary(await run_workers(plans))
+            stats = emulator.stats
+        how = "sharing one limit through Redis" if shared else "each with its own limiter"
+        click.echo(
+            f"{workers} processes {how}: {s.ok} ok, {s.failed} failed in {s.seconds:.1f}s, "
+            f"together {s.rate:.0f}/s against a limit of {limit:g}/s ({s.rate / limit:.0%})"
+            f"\n  {s.rate_limited} answered 429 ({s.share_429:.1%} of {s.requests} requests)"
+            + (f", {s.round_trips_per_request:.2f} Redis round trips per request" if shared
+               else "" if redis_url else "; add --redis URL to compare with one shared limit")
+            + f"; the emulator created {stats.created} flows, {stats.duplicates} twice"
+        )
+        duplicates += stats.duplicates
+    if duplicates:
+        sys.exit(1)
 
 
 async def _demo(

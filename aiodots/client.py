@@ -14,7 +14,7 @@ import attrs
 
 from .auth import basic_auth_header
 from .errors import ClientClosedError, ValidationError
-from .ratelimit import AdaptiveRateLimiter, RateLimit, RateLimiter
+from .ratelimit import AdaptiveRateLimiter, CredentialBound, RateLimit, RateLimiter
 from .resources import (
     AccountsPayable,
     Apps,
@@ -109,6 +109,8 @@ class Client:
         self.limiter: RateLimiter = rate_limiter or AdaptiveRateLimiter(
             ceiling, adaptive=adaptive, sleep=sleep
         )
+        if isinstance(self.limiter, CredentialBound):
+            self.limiter.bind_credentials(client_id, api_key)
         self.retry_budget = (
             RetryBudget() if retry_budget is True else (retry_budget or None)
         )

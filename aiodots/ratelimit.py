@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["AdaptiveRateLimiter", "RateLimit", "RateLimiter"]
+__all__ = ["AdaptiveRateLimiter", "CredentialBound", "RateLimit", "RateLimiter"]
 
 
 @runtime_checkable
@@ -36,6 +36,15 @@ class RateLimiter(Protocol):
     def now(self) -> float:
         """The limiter's clock (monotonic seconds)."""
         ...
+
+
+@runtime_checkable
+class CredentialBound(Protocol):
+    """A limiter that keeps separate state per API key (one shared across processes, say).
+    `Client` calls `bind_credentials` with its own; the limiter must never store the key
+    itself (a hash of it, at most)."""
+
+    def bind_credentials(self, client_id: str, api_key: str) -> None: ...
 
 
 @attrs.frozen

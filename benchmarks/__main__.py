@@ -1,6 +1,6 @@
 """`python -m benchmarks`: every benchmark in turn, each printing its table.
 
-    python -m benchmarks            # throughput, rate limit, memory (about 6 minutes)
+    python -m benchmarks            # throughput, rate limits, memory (about 9 minutes)
     python -m benchmarks --all      # also instruction counts (needs valgrind, 2 more)
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 
-from . import instructions, memory, rate_limit, throughput
+from . import instructions, memory, rate_limit, redis_limit, throughput
 
 
 def main(argv: list[str]) -> None:
@@ -17,6 +17,8 @@ def main(argv: list[str]) -> None:
     throughput.main([])
     print("\n== rate limit: an emulator limited to 200 requests/s", flush=True)
     rate_limit.main([])
+    print("\n== one limit across 4 processes, with and without Redis", flush=True)
+    redis_limit.main([])
     print("\n== memory: peak RSS, 10k vs 100k lazily generated requests", flush=True)
     memory.main([])
     if "--all" in argv:

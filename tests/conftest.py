@@ -12,6 +12,9 @@ from aiohttp import ClientResponse
 
 import aiodots
 
+# A real redis-server for the shared limiter's tests (pytest-redis starts it).
+pytest_plugins = ["tests.redis_fixtures"]
+
 BASE_URL = "https://api.dots.dev/api"
 CLIENT_ID = "client-id-123"
 API_KEY = "sk_live_SECRET_never_show_me"
