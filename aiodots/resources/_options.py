@@ -22,15 +22,26 @@ class CallOverrides(TypedDict, total=False):
     user_ip: str
 
 
+_KNOWN = CallOverrides.__required_keys__ | CallOverrides.__optional_keys__
+
+
 def call_options(**overrides: Unpack[CallOverrides]) -> CallOptions | None:
     """The `CallOptions` for one call, or None when nothing is overridden (the common case,
     which then costs nothing).
 
     `api_app_id` sends `Api-App-Id` (an organization key acting for one app); `user_ip`
-    sends `Dots-User-IP` (the end user's IP, for fraud scoring).
+    sends `Dots-User-IP` (the end user's IP, for fraud scoring). Any other keyword is a
+    `TypeError` naming it: a typo such as `max_retry=3` must not be dropped silently.
     """
     if not overrides:
         return None
+    unknown = overrides.keys() - _KNOWN
+    if unknown:
+        names = ", ".join(repr(name) for name in sorted(unknown))
+        raise TypeError(
+            f"unexpected keyword argument {names}; the per-call options are "
+            + ", ".join(sorted(_KNOWN))
+        )
     timeout = overrides.get("timeout")
     max_retries = overrides.get("max_retries")
     deadline = overrides.get("deadline")
