@@ -290,6 +290,9 @@ class Transport:
                 params=request.params,
                 headers=request.headers,
                 timeout=timeout,
+                # A redirect would carry the body and the credentials to another
+                # origin: a 3xx is reported (RedirectError), never followed.
+                allow_redirects=False,
             ) as response:
                 raw = await response.read()
                 status = response.status
