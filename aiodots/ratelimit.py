@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from .ratelimit_estimate import Phase, estimate_bucket
-from .ratelimit_headers import SIGNAL_HEADERS, announced_rate, parse_rate_limit_headers
+from .ratelimit_headers import announced_rate, limit_signal, parse_rate_limit_headers
 
 __all__ = ["AdaptiveRateLimiter", "HeaderAwareLimiter", "RateLimit", "RateLimiter"]
 
@@ -160,9 +160,12 @@ class AdaptiveRateLimiter:
         # What the server announces of its limit.
         self._announced: float | None = None
         self._announced_at = -math.inf
-        self._signal: tuple[str | None, ...] = (None,) * len(SIGNAL_HEADERS)
+        self._signal: tuple[str | None, ...] = (None, None, None, None)
         self._quiet = 0
-        self._wants_headers = adaptive
+        #: Whether a success's headers are worth reading: while the server has shown
+        #: rate-limit headers, or has not yet had `QUIET_RESPONSES` chances to. (An
+        #: attribute, not a property: the transport reads it on every success.)
+        self.wants_headers = adaptive
 
     # -- introspection ------------------------------------------------------------------
 
@@ -277,23 +280,17 @@ class AdaptiveRateLimiter:
             if self._decreased_at != -math.inf:
                 self._grow(now)
 
-    @property
-    def wants_headers(self) -> bool:
-        """Whether a success's headers are worth reading: while the server has shown
-        rate-limit headers, or has not yet had `QUIET_RESPONSES` chances to."""
-        return self._wants_headers
-
     def on_headers(self, headers: Mapping[str, str]) -> None:
         """Read what the server announces of its limit (any response's headers)."""
         if not self._adaptive:
             return
-        signal = tuple(headers.get(name) for name in SIGNAL_HEADERS)
+        signal = limit_signal(headers)
         if signal == self._signal:
             # Nothing new (the common case: parse only when a limit header changes).
             if self._announced is None:
                 self._quiet += 1
                 if self._quiet >= self.QUIET_RESPONSES:
-                    self._wants_headers = False
+                    self.wants_headers = False
             return
         self._signal = signal
         info = parse_rate_limit_headers(headers, now=time.time())
@@ -304,7 +301,7 @@ class AdaptiveRateLimiter:
     def _announce(self, rate: float, now: float) -> None:
         self._announced = rate
         self._announced_at = now
-        self._wants_headers = True
+        self.wants_headers = True
         self._slow_start = False
         # Send at what the server says, never above; below it only after a refusal.
         if self._rate is None or self._rate > rate or self._decreased_at == -math.inf:

@@ -27,13 +27,26 @@ __all__ = [
     "SIGNAL_HEADERS",
     "RateLimitInfo",
     "announced_rate",
+    "limit_signal",
     "parse_rate_limit_headers",
 ]
 
-#: Any one of these in a response says the server describes its limit.
-SIGNAL_HEADERS = (
-    "RateLimit-Policy", "RateLimit", "RateLimit-Limit", "X-RateLimit-Limit",
-)
+#: The headers that state a limit (as opposed to what is left of it): a reader can skip
+#: parsing while their values stay the same. (`RateLimit` states one only in its
+#: dictionary form, `limit=...`, and only when no policy is sent; see `limit_signal`.)
+SIGNAL_HEADERS = ("RateLimit-Policy", "RateLimit-Limit", "X-RateLimit-Limit")
+
+
+def limit_signal(headers: Mapping[str, str]) -> tuple[str | None, ...]:
+    """What a response says of the limit itself: the same tuple from two responses means
+    the same announced limit, whatever their `remaining` counts."""
+    signal = tuple(headers.get(name) for name in SIGNAL_HEADERS)
+    if signal == _NOTHING:
+        return (None, None, None, headers.get("RateLimit"))
+    return signal
+
+
+_NOTHING = (None,) * len(SIGNAL_HEADERS)
 
 # A reset larger than this is a Unix time, not a number of seconds (a day is 86,400 s).
 _EPOCH_THRESHOLD = 1_000_000_000

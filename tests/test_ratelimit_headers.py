@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from aiodots.ratelimit_headers import RateLimitInfo, announced_rate, parse_rate_limit_headers
+from aiodots.ratelimit_headers import (
+    RateLimitInfo,
+    announced_rate,
+    limit_signal,
+    parse_rate_limit_headers,
+)
 
 
 def parse(headers: dict[str, str], now: float | None = None) -> RateLimitInfo | None:
@@ -93,3 +98,15 @@ def test_a_quoted_comma_does_not_split_a_policy() -> None:
     info = parse({"RateLimit-Policy": '"a,b";q=10;w=2'})
     assert info is not None
     assert announced_rate(info) == 5
+
+
+def test_the_limit_signal_ignores_what_is_left() -> None:
+    first = CIMultiDict({"RateLimit-Policy": '"d";q=100;w=1', "RateLimit": '"d";r=50;t=1'})
+    later = CIMultiDict({"RateLimit-Policy": '"d";q=100;w=1', "RateLimit": '"d";r=3;t=1'})
+    assert limit_signal(first) == limit_signal(later)
+    changed = CIMultiDict({"RateLimit-Policy": '"d";q=50;w=1'})
+    assert limit_signal(changed) != limit_signal(first)
+    # the dictionary form carries its limit in RateLimit itself
+    assert limit_signal(CIMultiDict({"RateLimit": "limit=10, remaining=1, reset=1"})) != (
+        limit_signal(CIMultiDict({}))
+    )
