@@ -155,3 +155,27 @@ async def test_no_adaptation_means_no_headers_read() -> None:
     assert not lim.wants_headers
     lim.on_headers({"X-RateLimit-Limit": "5"})
     assert lim.rate is None
+
+
+async def test_a_fixed_window_server_is_solved_to_its_long_run_rate() -> None:
+    # 100 requests per 10-second window, a refusal asking to wait for the next one: the
+    # replay finds the bucket that behaves the same (100 at once, 10 a second).
+    clock = FakeSleep()
+    lim = AdaptiveRateLimiter(clock=clock.now, sleep=clock)
+    t0 = lim.now()
+    for i in range(100):
+        lim.on_response(200, t0 + i * 1e-4, None)
+    lim.on_response(429, t0 + 0.011, 10.0)
+    clock.clock = t0 + 10.0
+    await lim.acquire()  # the pause is over: a slow start begins
+    for i in range(100):
+        lim.on_response(200, t0 + 10.0 + i * 0.002, None)
+    clock.clock = t0 + 10.3
+    lim.on_response(429, t0 + 10.25, 10.0)
+    clock.clock = t0 + 20.3
+    await lim.acquire()
+    assert lim.solved is not None
+    rate, burst = lim.solved
+    assert rate == pytest.approx(10, rel=0.05)
+    assert burst == pytest.approx(100, abs=2)
+    assert lim.rate == pytest.approx(rate)
