@@ -77,7 +77,7 @@ class AdaptiveRateLimiter:
       and each such pause costs the whole job its length. So after one, the limit is
       not guessed from a window of successes (which the server's refilled bucket
       flatters) but solved for: the server's token bucket is replayed from this
-      client's own send log (`ratelimit_estimate`), and the rate set just under it
+      client's own send log (`ratelimit_estimate`), and the rate set to the solution
       at once, without a recovery climb that would meet the limit again.
     - After each cut the rate climbs back (concave, over `RECOVERY`) to just under the
       last good rate, holds there for `HOLD` seconds (longer when the server makes 429s
@@ -154,7 +154,7 @@ class AdaptiveRateLimiter:
         self._phase_rest: float | None = None
         self._refused_at: float | None = None
         self._first_phase: Phase | None = None
-        self._pause_ended = False  # a refusal's pause is running; decide when it ends
+        self._decision_due = False  # a refusal's pause runs: the rate is decided at its end
         #: (rate, burst) of the server's bucket, once solved from the send log.
         self.solved: tuple[float, float] | None = None
         # What the server announces of its limit.
@@ -225,7 +225,7 @@ class AdaptiveRateLimiter:
     def _take(self, now: float, backlog: bool = False) -> bool:
         if now < self._pause_until:
             return False
-        if self._pause_ended:
+        if self._decision_due:
             self._after_pause(now)
         if self._decreased_at != -math.inf:
             # The recovery curve is a function of time, not only of successes: a web
@@ -318,12 +318,12 @@ class AdaptiveRateLimiter:
             self.decreases += 1
             self._decreased_at = now
             self._refused_at = sent_at
-            self._pause_ended = True
+            self._decision_due = True
         else:
             self._refused_at = min(self._refused_at, sent_at)
 
     def _after_pause(self, now: float) -> None:
-        self._pause_ended = False
+        self._decision_due = False
         refused = self._refused_at
         assert refused is not None
         start = self._pause_until
@@ -416,7 +416,7 @@ class AdaptiveRateLimiter:
         self._set_rate(self._bounded(refused * self._beta), now)
 
     def _grow(self, now: float) -> None:
-        if self._pause_ended:
+        if self._decision_due:
             return  # decided when the pause ends
         # The curve starts when sending resumes: a Retry-After pause is not recovery time.
         t = now - max(self._decreased_at, self._pause_until)
