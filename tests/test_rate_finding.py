@@ -179,3 +179,41 @@ async def test_a_fixed_window_server_is_solved_to_its_long_run_rate() -> None:
     assert rate == pytest.approx(10, rel=0.05)
     assert burst == pytest.approx(100, abs=2)
     assert lim.rate == pytest.approx(rate)
+
+
+class HeaderSpy:
+    """A limiter that records which responses' headers the transport hands it."""
+
+    def __init__(self, wants_headers: bool) -> None:
+        self.wants_headers = wants_headers
+        self.seen: list[str | None] = []
+
+    async def acquire(self) -> float:
+        return 0.0
+
+    def on_response(self, status: int, sent_at: float, retry_after: float | None) -> None:
+        pass
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def on_headers(self, headers: Any) -> None:
+        self.seen.append(headers.get("RateLimit-Policy"))
+
+
+@pytest.mark.parametrize("wants", [True, False])
+async def test_the_transport_reads_a_success_s_headers_only_when_asked(
+    dots_emulator: DotsEmulator, wants: bool
+) -> None:
+    dots_emulator.set_faults(FaultPlan(rate_limit=ServerRateLimit(rate=1000, headers="ietf")))
+    spy = HeaderSpy(wants)
+    async with aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url, rate_limiter=spy
+    ) as dots:
+        await dots.flows.create(steps=["payout"])
+        dots_emulator.fail_next(status=429, retry_after="0")
+        await dots.flows.create(steps=["payout"])
+    policy = '"default";q=1000;w=1'
+    # a 429's headers are always read (a forced 429 carries no policy); a success's
+    # only when the limiter asks
+    assert spy.seen == ([policy, None, policy] if wants else [None])
