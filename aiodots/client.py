@@ -183,7 +183,10 @@ def _resolve_base_url(base_url: str | None, environment: str) -> str:
 def _refuse_clear_text(base_url: str) -> None:
     """Basic auth carries the API key in every request: over plain http it may go no
     further than this machine."""
-    url = URL(base_url)
+    try:
+        url = URL(base_url)
+    except ValueError as exc:
+        raise ValidationError(f"base_url is not a valid URL: {base_url!r} ({exc})") from exc
     if url.scheme != "http":
         return
     host = (url.host or "").lower()

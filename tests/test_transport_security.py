@@ -192,3 +192,9 @@ async def test_tls_is_verified_against_the_callers_context(
         assert emulator.flows[flow.id]["steps"] == ["payout"]
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("url", ["http://[bad/api", "https://[bad/api", "http://:80/api"])
+def test_a_malformed_base_url_is_a_validation_error(url: str) -> None:
+    with pytest.raises(aiodots.ValidationError, match="not a valid URL"):
+        aiodots.Client(CLIENT_ID, API_KEY, base_url=url)
