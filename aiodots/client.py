@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
+import ssl as ssl_module
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -11,6 +13,7 @@ from typing import Literal
 
 import aiohttp
 import attrs
+from yarl import URL
 
 from .auth import basic_auth_header
 from .errors import ClientClosedError, ValidationError
@@ -62,6 +65,10 @@ class Client:
       `adaptive=False` turns adaptation off. `rate_limiter` plugs in another limiter
       (one shared across processes, say) instead.
     - `max_connections`: the connection pool size, and so the most requests in flight.
+    - `ssl`: an `ssl.SSLContext` for the API's TLS (a corporate CA, say); verification
+      stays on either way. A plain `http://` base URL is refused for any host but this
+      machine's loopback (Basic auth would travel in clear text) unless
+      `allow_insecure_http=True`.
     """
 
     def __init__(
@@ -82,6 +89,8 @@ class Client:
         retry_budget: RetryBudget | bool = True,
         max_retry_after: float | None = None,
         trace_configs: Sequence[aiohttp.TraceConfig] = (),
+        ssl: ssl_module.SSLContext | None = None,
+        allow_insecure_http: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         client_id = client_id if client_id is not None else os.environ.get("DOTS_CLIENT_ID")
@@ -95,6 +104,10 @@ class Client:
             raise ValidationError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self.client_id = client_id
         self.base_url = _resolve_base_url(base_url, environment)
+        if not allow_insecure_http:
+            _refuse_clear_text(self.base_url)
+        if ssl is not None:
+            _check_ssl_context(ssl)
 
         try:
             policy = retry_policy or RetryPolicy(max_retries=max_retries, deadline=deadline)
@@ -115,7 +128,7 @@ class Client:
             RetryBudget() if retry_budget is True else (retry_budget or None)
         )
         self._sessions = SessionManager(
-            limits=limits, timeout=timeout, trace_configs=trace_configs
+            limits=limits, timeout=timeout, trace_configs=trace_configs, ssl=ssl
         )
         self._transport = Transport(
             base_url=self.base_url,
@@ -199,3 +212,37 @@ def _resolve_base_url(base_url: str | None, environment: str) -> str:
     if not chosen.startswith(("http://", "https://")):
         raise ValidationError(f"base_url must start with http:// or https://, not {chosen!r}")
     return chosen.rstrip("/")
+
+
+def _refuse_clear_text(base_url: str) -> None:
+    """Basic auth carries the API key in every request: over plain http it may go no
+    further than this machine."""
+    try:
+        url = URL(base_url)
+    except ValueError as exc:
+        raise ValidationError(f"base_url is not a valid URL: {base_url!r} ({exc})") from exc
+    if url.scheme != "http":
+        return
+    host = (url.host or "").lower()
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise ValidationError(
+        f"refusing plain http to {host!r}: the API key would travel in clear text; use "
+        "https://, or pass allow_insecure_http=True if this network is trusted"
+    )
+
+
+def _check_ssl_context(context: object) -> None:
+    """A context is for trusting another CA, not for turning verification off."""
+    if not isinstance(context, ssl_module.SSLContext):
+        raise ValidationError(f"ssl must be an ssl.SSLContext, not {type(context).__name__}")
+    if context.verify_mode != ssl_module.CERT_REQUIRED or not context.check_hostname:
+        raise ValidationError(
+            "the ssl context must verify the server's certificate and host name "
+            "(verify_mode=CERT_REQUIRED, check_hostname=True)"
+        )

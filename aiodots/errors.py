@@ -25,6 +25,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedirectError",
     "ServerError",
     "UnprocessableEntityError",
     "UnreadableResponseError",
@@ -142,6 +143,15 @@ class IdempotencyKeyReusedError(APIError):
         self.idempotency_key = idempotency_key
 
 
+class RedirectError(APIError):
+    """3xx. aiodots follows no redirect: it would send the request's body and credentials
+    to wherever the `Location` points. `location` is that target, when the server gave one."""
+
+    def __init__(self, message: str, *, location: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.location = location
+
+
 class InvalidResponseError(APIError):
     """A success status whose body is not the JSON the API documents (truncated, HTML, wrong
     shape). For a create, the object may well exist on the server."""
@@ -176,6 +186,8 @@ def error_class_for_status(status: int) -> type[APIError]:
         return ServerError
     if 200 <= status < 300:
         return InvalidResponseError
+    if 300 <= status < 400:
+        return RedirectError
     return APIError
 
 
@@ -263,4 +275,9 @@ def error_for_response(
         "error_code": error_code_from_body(body),
         "retry_after": retry_after,
     }
+    if cls is RedirectError:
+        location = headers.get("Location") or None
+        kwargs["location"] = location
+        where = f"to {location}" if location else "without a Location"
+        message = f"redirect {where}, not followed: {message}"
     return cls(message, **kwargs)

@@ -12,12 +12,17 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["AdaptiveRateLimiter", "CredentialBound", "RateLimit", "RateLimiter"]
+from .ratelimit_estimate import Phase, estimate_bucket
+from .ratelimit_headers import announced_rate, limit_signal, parse_rate_limit_headers
+
+__all__ = [
+    "AdaptiveRateLimiter", "CredentialBound", "HeaderAwareLimiter", "RateLimit", "RateLimiter"
+]
 
 
 @runtime_checkable
@@ -47,6 +52,18 @@ class CredentialBound(Protocol):
     def bind_credentials(self, client_id: str, api_key: str) -> None: ...
 
 
+@runtime_checkable
+class HeaderAwareLimiter(Protocol):
+    """A limiter that also reads what the server says of its limit. Optional: the
+    transport hands a success's headers over only while `wants_headers` is true (the
+    success path is hot), and a 429's always."""
+
+    @property
+    def wants_headers(self) -> bool: ...
+
+    def on_headers(self, headers: Mapping[str, str]) -> None: ...
+
+
 @attrs.frozen
 class RateLimit:
     """A ceiling: at most `rate` requests per second, and at most `burst` sent back to
@@ -60,17 +77,26 @@ class RateLimit:
 class AdaptiveRateLimiter:
     """A token bucket whose rate adapts to 429s; the in-memory default limiter.
 
-    - With a `ceiling`, the rate never exceeds it.
-    - Without one, calls run unthrottled until the first 429. The limit is then found
+    - With a `ceiling`, the rate never exceeds it; nor does it exceed a limit the server
+      announces in its headers (`X-RateLimit-*`, the IETF `RateLimit` fields): a server
+      that says its limit is sent at that rate and never probed past it.
+    - Without either, calls run unthrottled until the first 429. The limit is then found
       the way TCP finds a path's capacity: a slow start (the rate doubles every
       `SLOW_START_DOUBLING` seconds) until the next 429, then a multiplicative cut to
       `beta` of the rate that was refused.
+    - A 429 with Retry-After starts a pause that every caller of this limiter honours,
+      and each such pause costs the whole job its length. So after one, the limit is
+      not guessed from a window of successes (which the server's refilled bucket
+      flatters) but solved for: the server's token bucket is replayed from this
+      client's own send log (`ratelimit_estimate`), and the rate set to the solution
+      at once, without a recovery climb that would meet the limit again.
     - After each cut the rate climbs back (concave, over `RECOVERY`) to just under the
       last good rate, holds there for `HOLD` seconds (longer when the server makes 429s
       cost a Retry-After pause), then probes upwards slowly in
       case the server's limit has risen. A long job so spends most of its time just
       under the server's limit, and meets a 429 once per probe.
-    - A 429 with Retry-After starts a pause that every caller of this limiter honours.
+    - When a pause ends, waiting callers are released at the current rate, never as a
+      burst.
     - Waiters are served first come, first served; the head of the queue alone sleeps
       until the next token, so a thousand waiting tasks cost one timer, not a thousand.
     """
@@ -80,6 +106,9 @@ class AdaptiveRateLimiter:
     RECOVERY = 1.0
     HOLD = 10.0
     PLATEAU = 0.96  # share of the last good rate held after recovering
+    # Share of a rate solved from the send log that is used: the solution is the
+    # server's rate itself, give or take timer jitter.
+    SOLVED_PLATEAU = 1.0
     PROBE = 0.02  # growth while probing: PROBE * rate * seconds**2
     WINDOW = 1.0  # seconds of successes that measure the accepted rate
     MIN_MEASURE = 0.2  # the shortest span a measured rate is trusted over
@@ -89,6 +118,10 @@ class AdaptiveRateLimiter:
     # A probe that meets a 429 with Retry-After costs that whole pause: after pauses of
     # P seconds, hold PAUSE_HOLD * P seconds longer before probing.
     PAUSE_HOLD = 20.0
+    LOG_SIZE = 4096  # accepted send times kept for replaying the server's bucket
+    # Responses without rate-limit headers after which a success's headers are no
+    # longer read (a 429's always are).
+    QUIET_RESPONSES = 32
 
     def __init__(
         self,
@@ -124,6 +157,26 @@ class AdaptiveRateLimiter:
         self._first_ok_at: float | None = None
         self._last_pause = 0.0
         self.decreases = 0
+        # The send log, in phases that each end in a refusal followed by a pause (see
+        # ratelimit_estimate): when each accepted request was sent; when this phase
+        # began (None: with the first request); when its first refused one was sent.
+        self._accepted: deque[float] = deque(maxlen=self.LOG_SIZE)
+        self._phase_start: float | None = None
+        self._phase_rest: float | None = None
+        self._refused_at: float | None = None
+        self._first_phase: Phase | None = None
+        self._decision_due = False  # a refusal's pause runs: the rate is decided at its end
+        #: (rate, burst) of the server's bucket, once solved from the send log.
+        self.solved: tuple[float, float] | None = None
+        # What the server announces of its limit.
+        self._announced: float | None = None
+        self._announced_at = -math.inf
+        self._signal: tuple[str | None, ...] = (None, None, None, None)
+        self._quiet = 0
+        #: Whether a success's headers are worth reading: while the server has shown
+        #: rate-limit headers, or has not yet had `QUIET_RESPONSES` chances to. (An
+        #: attribute, not a property: the transport reads it on every success.)
+        self.wants_headers = adaptive
 
     # -- introspection ------------------------------------------------------------------
 
@@ -135,6 +188,11 @@ class AdaptiveRateLimiter:
     @property
     def paused_until(self) -> float:
         return self._pause_until
+
+    @property
+    def announced_rate(self) -> float | None:
+        """The requests per second the server's headers announced, if any."""
+        return self._announced
 
     def now(self) -> float:
         return self._clock()
@@ -178,6 +236,8 @@ class AdaptiveRateLimiter:
     def _take(self, now: float, backlog: bool = False) -> bool:
         if now < self._pause_until:
             return False
+        if self._decision_due:
+            self._after_pause(now)
         if self._decreased_at != -math.inf:
             # The recovery curve is a function of time, not only of successes: a web
             # backend that met one 429 must not stay throttled until its next call.
@@ -214,20 +274,115 @@ class AdaptiveRateLimiter:
     def on_response(self, status: int, sent_at: float, retry_after: float | None) -> None:
         if status == 429:
             now = self._clock()
-            if self._adaptive and sent_at >= self._decreased_at:
-                # Only a request sent after the last cut can prove the cut was not enough;
-                # earlier 429s are echoes of the overload that caused it. (Cut before
-                # pausing: the cut measures the sending that led up to this 429.)
-                self._decrease(now)
             if retry_after is not None and retry_after > 0:
+                if self._adaptive:
+                    self._refused(sent_at, now)
                 self._pause_until = max(self._pause_until, now + retry_after)
                 self._last_pause = retry_after
+            elif self._adaptive and sent_at >= self._decreased_at:
+                # Only a request sent after the last cut can prove the cut was not enough;
+                # earlier 429s are echoes of the overload that caused it.
+                self._decrease(now)
             return
         if status < 500 and self._adaptive:
             now = self._clock()
+            self._accepted.append(sent_at)
             self._count_success(now)
             if self._decreased_at != -math.inf:
                 self._grow(now)
+
+    def on_headers(self, headers: Mapping[str, str]) -> None:
+        """Read what the server announces of its limit (any response's headers)."""
+        if not self._adaptive:
+            return
+        signal = limit_signal(headers)
+        if signal == self._signal:
+            # Nothing new (the common case: parse only when a limit header changes).
+            if self._announced is None:
+                self._quiet += 1
+                if self._quiet >= self.QUIET_RESPONSES:
+                    self.wants_headers = False
+            return
+        self._signal = signal
+        info = parse_rate_limit_headers(headers, now=time.time())
+        rate = None if info is None else announced_rate(info)
+        if rate is not None and rate != self._announced:
+            self._announce(rate, self._clock())
+
+    def _announce(self, rate: float, now: float) -> None:
+        self._announced = rate
+        self._announced_at = now
+        self.wants_headers = True
+        self._slow_start = False
+        # Send at what the server says, never above; below it only after a refusal.
+        if self._rate is None or self._rate > rate or self._decreased_at == -math.inf:
+            self._w_max = rate
+            self._set_rate(self._bounded(rate), now)
+
+    def _refused(self, sent_at: float, now: float) -> None:
+        """A 429 with Retry-After: note where this phase's refusals began; what to do
+        about the rate is decided when the pause ends, once every response sent before
+        it has come back."""
+        if self._phase_start is not None and sent_at < self._phase_start:
+            return  # sent before the last pause ended: an echo of the last refusal
+        if self._refused_at is None:
+            self.decreases += 1
+            self._decreased_at = now
+            self._refused_at = sent_at
+            self._decision_due = True
+        else:
+            self._refused_at = min(self._refused_at, sent_at)
+
+    def _after_pause(self, now: float) -> None:
+        self._decision_due = False
+        refused = self._refused_at
+        assert refused is not None
+        start = self._pause_until
+        phase = self._close_phase(refused, start)
+        rate = self._rate
+        if self._announced is not None:
+            if refused < self._announced_at:
+                # Sent before the server said its limit: that limit stands.
+                self._w_max = self._announced
+                self._set_rate(self._bounded(self._announced), now)
+            else:
+                self._cut(now)
+        elif rate is None:
+            # First refusal of an unthrottled client: all that is known is what got
+            # through. Start slow from half of that and double until refused again.
+            self._first_phase = phase
+            elapsed = max(phase.refused_at - phase.start, 0.1)
+            seen = max(len(phase.sends) / elapsed, 2 * self.SLOW_START_FLOOR)
+            self._slow_start = True
+            self._start_rate = self._bounded(seen / 2)
+            self._set_rate(self._start_rate, now)
+        elif self._first_phase is None:
+            # Throttled by a ceiling from the start: this phase still began with the
+            # server's bucket full, and so says what its burst is.
+            self._first_phase = phase
+            self._cut(now)
+        else:
+            solved = estimate_bucket(self._first_phase, phase)
+            if solved is None or solved[0] > rate:
+                self._cut(now)
+            else:
+                self.solved = solved
+                self._slow_start = False
+                self._w_max = solved[0]
+                # The plateau at once: recovery would only climb to the same place.
+                self._set_rate(self._bounded(self.SOLVED_PLATEAU * solved[0]), now)
+
+    def _close_phase(self, refused: float, next_start: float) -> Phase:
+        """The phase that just ended in a refusal, and the start of the next one."""
+        begun = self._phase_start
+        sends = sorted(t for t in self._accepted if t < refused and (begun is None or t >= begun))
+        start = begun if begun is not None else min([refused, *sends[:1]])
+        phase = Phase(start, refused, sends, self._phase_rest)
+        last_sent = max([refused, *(t for t in self._accepted if t < next_start)])
+        self._phase_start = next_start
+        self._phase_rest = max(0.0, next_start - last_sent)
+        self._refused_at = None
+        return phase
 
     def _count_success(self, now: float) -> None:
         if self._first_ok_at is None:
@@ -261,6 +416,10 @@ class AdaptiveRateLimiter:
             self._start_rate = self._bounded(seen / 2)
             self._set_rate(self._start_rate, now)
             return
+        self._cut(now)
+
+    def _cut(self, now: float) -> None:
+        assert self._rate is not None
         measured = self._measured_rate(now)
         refused = self._rate if measured is None else min(self._rate, measured)
         self._slow_start = False
@@ -268,6 +427,8 @@ class AdaptiveRateLimiter:
         self._set_rate(self._bounded(refused * self._beta), now)
 
     def _grow(self, now: float) -> None:
+        if self._decision_due:
+            return  # decided when the pause ends
         # The curve starts when sending resumes: a Retry-After pause is not recovery time.
         t = now - max(self._decreased_at, self._pause_until)
         if t <= 0:
@@ -294,6 +455,8 @@ class AdaptiveRateLimiter:
         rate = max(self._min_rate, rate)
         if self._ceiling is not None:
             rate = min(rate, self._ceiling.rate)
+        if self._announced is not None:
+            rate = min(rate, self._announced)
         return rate
 
     def _set_rate(self, rate: float, now: float) -> None:

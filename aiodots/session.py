@@ -5,6 +5,7 @@ exactly once."""
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 from collections.abc import Sequence
 
 import aiohttp
@@ -32,8 +33,11 @@ class SessionManager:
         limits: Limits,
         timeout: float,
         trace_configs: Sequence[aiohttp.TraceConfig] = (),
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self._limits = limits
+        # None keeps aiohttp's default: the system's CAs, with verification on.
+        self._ssl: ssl_module.SSLContext | bool = True if ssl is None else ssl
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
@@ -70,6 +74,7 @@ class SessionManager:
             limit_per_host=0,
             keepalive_timeout=self._limits.keepalive,
             ttl_dns_cache=self._limits.dns_cache_ttl,
+            ssl=self._ssl,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -30,7 +30,7 @@ from .errors import (
     error_for_response,
     excerpt,
 )
-from .ratelimit import RateLimiter
+from .ratelimit import HeaderAwareLimiter, RateLimiter
 from .retry import (
     ConnectFailed,
     Replay,
@@ -147,6 +147,8 @@ class Transport:
         self._timeout = timeout
         self._policy = policy
         self._limiter = limiter
+        # A limiter that reads the server's rate-limit headers, if this one does.
+        self._header_limiter = limiter if isinstance(limiter, HeaderAwareLimiter) else None
         self._budget = budget
         self._stats = stats
         self._sleep = sleep
@@ -334,6 +336,9 @@ class Transport:
                 params=request.params,
                 headers=headers,
                 timeout=timeout,
+                # A redirect would carry the body and the credentials to another
+                # origin: a 3xx is reported (RedirectError), never followed.
+                allow_redirects=False,
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -364,6 +369,9 @@ class Transport:
                 (limiter.now() - sent_at) * 1000,
             )
         if 200 <= status < 300:
+            header_limiter = self._header_limiter
+            if header_limiter is not None and header_limiter.wants_headers:
+                header_limiter.on_headers(response.headers)
             limiter.on_response(status, sent_at, None)
             if not raw:
                 data = None
@@ -385,6 +393,8 @@ class Transport:
             retry_after = parse_retry_after(headers.get("Retry-After"))
         if status == 429:
             self._stats.rate_limited += 1
+        if self._header_limiter is not None:
+            self._header_limiter.on_headers(headers)
         # A Retry-After this call refuses to wait out must not hold every other caller
         # that long either: they go on, and fail fast on their own 429s if it persists.
         limiter.on_response(

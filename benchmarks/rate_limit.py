@@ -4,7 +4,8 @@
 
 The emulator (its own process) allows `rate` requests/s with a token bucket of `burst`.
 The client creates `requests` flows at concurrency 100 with no rate configured (it must
-find the limit itself), once per Retry-After form the server may use, and once with
+find the limit itself), once per Retry-After form the server may use, once per form
+of rate-limit headers in which the server may announce its limit, and once with
 `rate_limit=` set just under the server's limit. Reported: the achieved rate as a
 fraction of the limit (target >= 0.9) and the share of requests answered 429 (target
 <= 2%).
@@ -73,6 +74,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         scenario("adaptive, Retry-After: secs", [*server, "--retry-after", "seconds"],
                  args.requests, args.rate, None),
         scenario("adaptive, Retry-After: date", [*server, "--retry-after", "http-date"],
+                 args.requests, args.rate, None),
+        scenario("announced, X-RateLimit-*", [*server, "--retry-after", "seconds",
+                                               "--limit-headers", "x-ratelimit"],
+                 args.requests, args.rate, None),
+        scenario("announced, IETF RateLimit", [*server, "--retry-after", "seconds",
+                                                "--limit-headers", "ietf"],
                  args.requests, args.rate, None),
         scenario(f"rate_limit={args.rate * 0.95:g}", [*server, "--retry-after", "seconds"],
                  args.requests, args.rate, args.rate * 0.95),

@@ -26,6 +26,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--retry-after", choices=["seconds", "http-date", "none"], default="seconds",
         help="the form of Retry-After on 429",
     )
+    parser.add_argument(
+        "--limit-headers", choices=["none", "x-ratelimit", "ietf"], default="none",
+        help="announce the rate limit in response headers, and in which form",
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     parser.add_argument("--latency-jitter", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0, help="share answered 503")
@@ -46,7 +50,8 @@ def plan_from(args: argparse.Namespace) -> FaultPlan:
     limit = None
     if args.rate_limit:
         limit = ServerRateLimit(
-            rate=args.rate_limit, burst=args.burst, retry_after=args.retry_after
+            rate=args.rate_limit, burst=args.burst, retry_after=args.retry_after,
+            headers=args.limit_headers,
         )
     return FaultPlan(
         rate_limit=limit,

@@ -318,10 +318,12 @@ class DotsEmulator:
             return _forced_response(forced)
         if request.headers.get("Authorization") != self._expected_auth:
             return _error(401, self._auth_problem(request.headers.get("Authorization")))
+        limit_headers: dict[str, str] = {}
         if faults.bucket is not None:
             wait = faults.bucket.take()
+            limit_headers = faults.bucket.limit_headers()
             if wait is not None:
-                headers = {}
+                headers = dict(limit_headers)
                 value = faults.bucket.retry_after_header(wait)
                 if value is not None:
                     headers["Retry-After"] = value
@@ -332,6 +334,7 @@ class DotsEmulator:
             return _error(404, f"no route for {request.method} {request.path}")
         except web.HTTPMethodNotAllowed:
             return _error(405, f"{request.method} is not allowed on {request.path}")
+        response.headers.update(limit_headers)  # the server's announced limit, if any
         if 200 <= response.status < 300:  # faults after processing: see faults.py
             after = faults.take_after_processing(request.method)
             if after == "reset":

@@ -16,16 +16,23 @@ import attrs
 __all__ = ["FaultPlan", "ForcedResponse", "ServerRateLimit", "TokenBucket"]
 
 RetryAfterForm = Literal["seconds", "http-date", "none"]
+LimitHeaders = Literal["none", "x-ratelimit", "ietf"]
 
 
 @attrs.frozen(kw_only=True)
 class ServerRateLimit:
     """A token bucket per emulator: `rate` requests/s, `burst` at once. Over it, 429 with
-    `Retry-After` in delta-seconds, as an HTTP-date, or absent (`retry_after="none"`)."""
+    `Retry-After` in delta-seconds, as an HTTP-date, or absent (`retry_after="none"`).
+
+    `headers` announces the limit on every response it applies to: not at all
+    (`"none"`), as `X-RateLimit-Limit` / `-Remaining` / `-Reset` (`"x-ratelimit"`),
+    or as the IETF draft's structured `RateLimit-Policy` / `RateLimit` (`"ietf"`).
+    """
 
     rate: float = attrs.field(validator=attrs.validators.gt(0))
     burst: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     retry_after: RetryAfterForm = "seconds"
+    headers: LimitHeaders = "none"
 
 
 @attrs.frozen(kw_only=True)
@@ -86,6 +93,27 @@ class TokenBucket:
             self._tokens -= 1
             return None
         return (1 - self._tokens) / rate
+
+    def limit_headers(self) -> dict[str, str]:
+        """The limit as this bucket announces it (see `ServerRateLimit.headers`): the rate
+        per second, the whole tokens left, and the seconds until the bucket is full."""
+        form = self.limit.headers
+        if form == "none":
+            return {}
+        rate, burst = self.limit.rate, self.limit.burst
+        remaining = max(0, math.floor(self._tokens))
+        reset = math.ceil(max(0.0, burst - self._tokens) / rate)
+        limit = f"{rate:g}"
+        if form == "x-ratelimit":
+            return {
+                "X-RateLimit-Limit": limit,
+                "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset": str(reset),
+            }
+        return {
+            "RateLimit-Policy": f'"default";q={limit};w=1',
+            "RateLimit": f'"default";r={remaining};t={reset}',
+        }
 
     def retry_after_header(self, wait: float) -> str | None:
         form = self.limit.retry_after

@@ -1,0 +1,205 @@
+"""What a server says about its own rate limit, read from response headers.
+
+Pure functions, no I/O and no clock of their own (the gidgethub way: decisions a test
+can make from a dict). Three families are read:
+
+- `X-RateLimit-Limit` / `X-RateLimit-Remaining` / `X-RateLimit-Reset` (GitHub and many
+  others). No window is stated: the limit is read as requests per second, and a reset
+  that is a Unix time (GitHub's) is turned into seconds from `now`.
+- The IETF draft's separate fields `RateLimit-Limit` / `RateLimit-Remaining` /
+  `RateLimit-Reset`, and its dictionary form `RateLimit: limit=100, remaining=50,
+  reset=1` with `RateLimit-Policy: 100;w=1`.
+- The draft's newer structured form: `RateLimit-Policy: "default";q=100;w=1` and
+  `RateLimit: "default";r=50;t=1`.
+
+A value that cannot be read is ignored, never obeyed: a malformed header must not stop a
+client.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import attrs
+
+__all__ = [
+    "SIGNAL_HEADERS",
+    "RateLimitInfo",
+    "announced_rate",
+    "limit_signal",
+    "parse_rate_limit_headers",
+]
+
+#: The headers that state a limit (as opposed to what is left of it): a reader can skip
+#: parsing while their values stay the same. (`RateLimit` states one only in its
+#: dictionary form, `limit=...`, and only when no policy is sent; see `limit_signal`.)
+SIGNAL_HEADERS = ("RateLimit-Policy", "RateLimit-Limit", "X-RateLimit-Limit")
+
+
+def limit_signal(headers: Mapping[str, str]) -> tuple[str | None, ...]:
+    """What a response says of the limit itself: the same tuple from two responses means
+    the same announced limit, whatever their `remaining` counts."""
+    signal = tuple(headers.get(name) for name in SIGNAL_HEADERS)
+    if signal == _NOTHING:
+        return (None, None, None, headers.get("RateLimit"))
+    return signal
+
+
+_NOTHING = (None,) * len(SIGNAL_HEADERS)
+
+# A reset larger than this is a Unix time, not a number of seconds (a day is 86,400 s).
+_EPOCH_THRESHOLD = 1_000_000_000
+
+
+@attrs.frozen
+class RateLimitInfo:
+    """The limit as announced. `limit` requests per `window` seconds (`window` None when
+    the server does not say), `remaining` of them left, and `reset` seconds until the
+    quota is whole again."""
+
+    limit: float | None = None
+    window: float | None = None
+    remaining: float | None = None
+    reset: float | None = None
+
+
+def announced_rate(info: RateLimitInfo) -> float | None:
+    """The sustained requests per second the server allows, or None if it did not say.
+
+    A limit without a window is taken per second, the usual reading of
+    `X-RateLimit-Limit` when nothing else is stated."""
+    if info.limit is None or info.limit <= 0:
+        return None
+    window = info.window if info.window is not None and info.window > 0 else 1.0
+    return info.limit / window
+
+
+def parse_rate_limit_headers(
+    headers: Mapping[str, str], *, now: float | None = None
+) -> RateLimitInfo | None:
+    """The announced limit from one response's headers, or None when there is none.
+
+    `headers` is case-insensitive as aiohttp gives it (a plain dict must use the
+    canonical spelling); `now` (Unix seconds) converts a reset given as a Unix time.
+    The IETF fields win over the `X-` ones when both are present.
+    """
+    policy = _parse_policy(headers.get("RateLimit-Policy"))
+    current = _parse_ratelimit_field(headers.get("RateLimit"))
+    limit = _first(
+        current.get("limit"), policy.get("limit"),
+        _number(headers.get("RateLimit-Limit")), _number(headers.get("X-RateLimit-Limit")),
+    )
+    remaining = _first(
+        current.get("remaining"),
+        _number(headers.get("RateLimit-Remaining")),
+        _number(headers.get("X-RateLimit-Remaining")),
+    )
+    reset = _first(
+        current.get("reset"),
+        _number(headers.get("RateLimit-Reset")),
+        _number(headers.get("X-RateLimit-Reset")),
+    )
+    window = policy.get("window")
+    if limit is None and remaining is None and reset is None:
+        return None
+    if reset is not None and reset > _EPOCH_THRESHOLD:
+        reset = None if now is None else max(0.0, reset - now)
+    return RateLimitInfo(limit=limit, window=window, remaining=remaining, reset=reset)
+
+
+def _first(*values: float | None) -> float | None:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _split_items(text: str) -> list[str]:
+    """Split a structured-field list on commas outside quoted strings."""
+    items: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            items.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current).strip())
+    return [item for item in items if item]
+
+
+def _params(item: str) -> tuple[str, dict[str, str]]:
+    """`"name";q=100;w=1` -> ('"name"', {'q': '100', 'w': '1'})."""
+    head, *rest = item.split(";")
+    params = {}
+    for part in rest:
+        key, _, value = part.partition("=")
+        params[key.strip().lower()] = value.strip().strip('"')
+    return head.strip(), params
+
+
+def _parse_policy(text: str | None) -> dict[str, float]:
+    """`RateLimit-Policy`: the tightest policy listed, as limit and window.
+
+    Old form: `100;w=1` (the bare number is the quota); new form: `"name";q=100;w=1`."""
+    if not text:
+        return {}
+    best: dict[str, float] = {}
+    for item in _split_items(text):
+        head, params = _params(item)
+        quota = _number(params.get("q")) if "q" in params else _number(head)
+        window = _number(params.get("w"))
+        if quota is None or quota <= 0:
+            continue
+        found = {"limit": quota}
+        if window is not None and window > 0:
+            found["window"] = window
+        if not best or _per_second(found) < _per_second(best):
+            best = found
+    return best
+
+
+def _per_second(policy: dict[str, float]) -> float:
+    return policy["limit"] / policy.get("window", 1.0)
+
+
+def _parse_ratelimit_field(text: str | None) -> dict[str, float]:
+    """`RateLimit`: `limit=100, remaining=50, reset=1` (dictionary form) or
+    `"name";r=50;t=1` (one item per policy; the fewest remaining wins)."""
+    if not text:
+        return {}
+    items = _split_items(text)
+    if all("=" in item and ";" not in item for item in items):
+        values: dict[str, float] = {}
+        for item in items:
+            key, _, raw = item.partition("=")
+            number = _number(raw.strip().strip('"'))
+            name = key.strip().lower()
+            if number is not None and name in ("limit", "remaining", "reset"):
+                values[name] = number
+        return values
+    found: dict[str, float] = {}
+    for item in items:
+        _, params = _params(item)
+        remaining, reset = _number(params.get("r")), _number(params.get("t"))
+        if remaining is None:
+            continue
+        if "remaining" not in found or remaining < found["remaining"]:
+            found = {"remaining": remaining}
+            if reset is not None:
+                found["reset"] = reset
+    return found

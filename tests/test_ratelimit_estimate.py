@@ -1,0 +1,87 @@
+"""Replaying the server's token bucket from the client's own send log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from aiodots.ratelimit_estimate import Phase, bucket_level, estimate_bucket, solve_burst
+
+
+def token_bucket(rate: float, burst: float) -> Callable[[float], bool]:
+    """The server: True when a request arriving at `t` is accepted."""
+    state = {"t": 0.0, "level": burst}
+
+    def take(t: float) -> bool:
+        state["level"] = min(burst, state["level"] + (t - state["t"]) * rate)
+        state["t"] = t
+        if state["level"] >= 1:
+            state["level"] -= 1
+            return True
+        return False
+
+    return take
+
+
+def cold_burst_then_slow_start(
+    rate: float, burst: float, *, burst_size: int, burst_span: float, start_rate: float,
+    pause: float = 1.0, doubling: float = 0.25,
+) -> tuple[Phase, Phase]:
+    """A job's first two phases: `burst_size` requests at once, a pause, then a rate that
+    doubles every `doubling` seconds until the server refuses one."""
+    server = token_bucket(rate, burst)
+    sends: list[float] = []
+    refused = None
+    for i in range(burst_size):
+        t = i * burst_span / burst_size
+        if server(t):
+            sends.append(t)
+        elif refused is None:
+            refused = t
+    assert refused is not None
+    first = Phase(0.0, refused, [t for t in sends if t < refused])
+    start = refused + pause
+    t, later = start, list[float]()
+    while True:
+        t += 1 / (start_rate * 2 ** ((t - start) / doubling))
+        if not server(t):
+            return first, Phase(start, t, later, rest=start - refused)
+        later.append(t)
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "burst_size", "start_rate"),
+    [(200, 20, 100, 120), (100, 10, 32, 55), (200, 20, 100, 40), (50, 50, 200, 300),
+     (1000, 5, 50, 200)],
+)
+def test_the_rate_is_found_where_counting_is_flattered(
+    rate: float, burst: float, burst_size: int, start_rate: float
+) -> None:
+    first, second = cold_burst_then_slow_start(
+        rate, burst, burst_size=burst_size, burst_span=0.01, start_rate=start_rate
+    )
+    solved = estimate_bucket(first, second)
+    assert solved is not None
+    found_rate, found_burst = solved
+    assert found_rate == pytest.approx(rate, rel=0.03)
+    assert found_burst == pytest.approx(burst, abs=1.5)
+    # what a count of successes since the pause says instead
+    naive = len(second.sends) / (second.refused_at - second.start)
+    assert abs(naive - rate) > abs(found_rate - rate)
+
+
+def test_the_level_at_a_refusal_is_below_one_token() -> None:
+    _first, second = cold_burst_then_slow_start(
+        100, 10, burst_size=32, burst_span=0.01, start_rate=55
+    )
+    assert 0 <= bucket_level(second, 100, 10) < 1
+    assert bucket_level(second, 150, 10) > 1  # a faster server would not have refused
+
+
+def test_a_refusal_the_burst_cannot_explain_gives_no_answer() -> None:
+    # Refused after one accepted request in a whole second: no positive rate fits
+    # a burst of 50.
+    phase = Phase(0.0, 1.0, [0.5])
+    assert solve_burst(phase, 10.0) >= 1
+    assert estimate_bucket(Phase(0.0, 0.01, [0.0]), Phase(2.0, 2.0, [])) is None

@@ -1,0 +1,112 @@
+"""Reading a server's announced limit: pure functions over a headers mapping."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict
+
+from aiodots.ratelimit_headers import (
+    RateLimitInfo,
+    announced_rate,
+    limit_signal,
+    parse_rate_limit_headers,
+)
+
+
+def parse(headers: dict[str, str], now: float | None = None) -> RateLimitInfo | None:
+    return parse_rate_limit_headers(CIMultiDict(headers), now=now)
+
+
+def test_no_rate_limit_headers_is_none() -> None:
+    assert parse({"Content-Type": "application/json"}) is None
+
+
+def test_x_ratelimit_headers_are_read_per_second() -> None:
+    info = parse({"x-ratelimit-limit": "100", "X-RateLimit-Remaining": "42",
+                  "X-RateLimit-Reset": "1"})
+    assert info == RateLimitInfo(limit=100, window=None, remaining=42, reset=1)
+    assert info is not None
+    assert announced_rate(info) == 100
+
+
+def test_a_reset_given_as_a_unix_time_becomes_seconds_from_now() -> None:
+    info = parse({"X-RateLimit-Limit": "5000", "X-RateLimit-Reset": "1767225600"},
+                 now=1767225600 - 42.0)
+    assert info is not None
+    assert info.reset == pytest.approx(42.0)
+    # without a clock to compare with, an absolute reset is dropped, not misread
+    info = parse({"X-RateLimit-Limit": "5000", "X-RateLimit-Reset": "1767225600"})
+    assert info is not None
+    assert info.reset is None
+
+
+def test_ietf_dictionary_form_with_its_policy() -> None:
+    info = parse({"RateLimit": "limit=100, remaining=50, reset=1",
+                  "RateLimit-Policy": "100;w=1"})
+    assert info == RateLimitInfo(limit=100, window=1, remaining=50, reset=1)
+    info = parse({"RateLimit": "limit=600, remaining=0, reset=30",
+                  "RateLimit-Policy": "600;w=60"})
+    assert info is not None
+    assert announced_rate(info) == 10
+
+
+def test_ietf_separate_fields() -> None:
+    info = parse({"RateLimit-Limit": "20", "RateLimit-Remaining": "3", "RateLimit-Reset": "2"})
+    assert info == RateLimitInfo(limit=20, window=None, remaining=3, reset=2)
+
+
+def test_ietf_structured_form() -> None:
+    info = parse({"RateLimit-Policy": '"default";q=100;w=1',
+                  "RateLimit": '"default";r=50;t=1'})
+    assert info == RateLimitInfo(limit=100, window=1, remaining=50, reset=1)
+    assert announced_rate(info) == 100
+
+
+def test_several_policies_the_tightest_wins() -> None:
+    info = parse({"RateLimit-Policy": '"burst";q=100;w=1, "day";q=86400;w=86400, '
+                                      '"minute";q=600;w=60',
+                  "RateLimit": '"burst";r=80;t=1, "minute";r=7;t=12'})
+    assert info is not None
+    assert announced_rate(info) == 1  # 86400 per day
+    assert info.remaining == 7
+    assert info.reset == 12
+
+
+def test_the_ietf_fields_win_over_the_x_ones() -> None:
+    info = parse({"RateLimit-Policy": "50;w=1", "X-RateLimit-Limit": "5000"})
+    assert info is not None
+    assert announced_rate(info) == 50
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-RateLimit-Limit": "lots"},
+        {"X-RateLimit-Limit": "-5"},
+        {"X-RateLimit-Limit": "nan"},
+        {"RateLimit-Policy": "garbage;;;w=x"},
+        {"RateLimit-Policy": '"p";q=0;w=1'},
+        {"RateLimit": "limit=abc"},
+    ],
+)
+def test_an_unreadable_value_is_ignored_not_obeyed(headers: dict[str, str]) -> None:
+    info = parse(headers)
+    assert info is None or announced_rate(info) is None
+
+
+def test_a_quoted_comma_does_not_split_a_policy() -> None:
+    info = parse({"RateLimit-Policy": '"a,b";q=10;w=2'})
+    assert info is not None
+    assert announced_rate(info) == 5
+
+
+def test_the_limit_signal_ignores_what_is_left() -> None:
+    first = CIMultiDict({"RateLimit-Policy": '"d";q=100;w=1', "RateLimit": '"d";r=50;t=1'})
+    later = CIMultiDict({"RateLimit-Policy": '"d";q=100;w=1', "RateLimit": '"d";r=3;t=1'})
+    assert limit_signal(first) == limit_signal(later)
+    changed = CIMultiDict({"RateLimit-Policy": '"d";q=50;w=1'})
+    assert limit_signal(changed) != limit_signal(first)
+    # the dictionary form carries its limit in RateLimit itself
+    assert limit_signal(CIMultiDict({"RateLimit": "limit=10, remaining=1, reset=1"})) != (
+        limit_signal(CIMultiDict({}))
+    )
