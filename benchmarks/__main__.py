@@ -1,7 +1,8 @@
 """`python -m benchmarks`: every benchmark in turn, each printing its table.
 
     python -m benchmarks            # throughput, rate limit, memory (about 6 minutes)
-    python -m benchmarks --all      # also instruction counts (needs valgrind, 2 more)
+    python -m benchmarks --all      # also instruction counts (needs valgrind, 5 more)
+    python -m benchmarks profile    # where one request's time goes, layer by layer
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 import shutil
 import sys
 
-from . import instructions, memory, rate_limit, throughput
+from . import instructions, memory, profile, rate_limit, throughput
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["profile"]:
+        profile.main(argv[1:])
+        return
     print("== throughput: aiodots vs raw aiohttp vs httpx", flush=True)
     throughput.main([])
     print("\n== rate limit: an emulator limited to 200 requests/s", flush=True)
