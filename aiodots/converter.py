@@ -71,7 +71,10 @@ def _structure_step_names(value: Any, _: Any) -> tuple[Step | str, ...]:
 
 
 def _unstructure_request_steps(steps: tuple[Step | FlowStep, ...]) -> list[Any]:
-    return [step.value if type(step) is Step else converter.unstructure(step) for step in steps]
+    # A `Step` is a str (StrEnum), which orjson and the stdlib json both write as its
+    # value: it goes out as it is. Reading `.value` (a Python-level property) measured
+    # about a thousand instructions per step (callgrind).
+    return [step if type(step) is Step else converter.unstructure(step) for step in steps]
 
 
 # `type(...) is` before `isinstance`: the ABC check against Mapping measured 1.8k
@@ -222,9 +225,16 @@ def _structure_fast(data: Any, cls: Any) -> Any:
     return hook(data, cls)
 
 
+_unstructure_hooks: dict[Any, Callable[[Any], Any]] = {}
+
+
 def unstructure_request(model: Any) -> Any:
     """The JSON-ready body for a request model."""
-    return converter.unstructure(model)
+    cls = type(model)
+    hook = _unstructure_hooks.get(cls)  # looked up once per class, as `_fast_hooks`
+    if hook is None:
+        hook = _unstructure_hooks[cls] = converter.get_unstructure_hook(cls)
+    return hook(model)
 
 
 def structure_response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Unpack
 from urllib.parse import quote
@@ -121,10 +122,9 @@ class Flows:
     ) -> Batch[CreateFlow, Flow]:
         """Create one flow per request, at most `concurrency` at once; see `Batch`."""
         options = call_options(**overrides)
-
-        async def create_one(request: CreateFlow) -> Flow:
-            return await self.send_create(request, options)
-
+        # A partial, not a wrapping coroutine: every coroutine level between the batch's
+        # worker and the socket is crossed again each time the request resumes.
+        create_one = functools.partial(self.send_create, options=options)
         return Batch(
             requests,
             create_one,
