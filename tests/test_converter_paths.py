@@ -17,6 +17,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
 import attrs
@@ -29,6 +30,7 @@ from aiodots.converter import (
     _structure_explained,
     _structure_fast,
     converter,
+    structure_page,
     structure_response,
 )
 from aiodots.resources._base import Operation
@@ -183,3 +185,21 @@ def test_a_bad_answer_names_the_field_on_either_path() -> None:
     message = str(caught.value)
     assert "expected str @ $.id" in message
     assert "$.created" in message
+
+
+def test_a_page_takes_the_fast_path_whole_and_explains_a_bad_item() -> None:
+    flows = SPEC_PAYLOADS[aiodots.Flow]
+    good = [flows[0], {**flows[0], "id": "second"}]
+    page = structure_page({"data": good, "has_more": True}, aiodots.Flow, method="GET", path="/")
+    assert page.data == tuple(
+        structure_response(item, aiodots.Flow, method="GET", path="/") for item in good
+    )
+    assert page.has_more
+    bad_items: list[Any] = [{**flows[0], "created": 5}, "not an object", [flows[0]]]
+    for bad in bad_items:
+        expected = _outcome(partial(structure_response, bad, aiodots.Flow, method="GET", path="/"))
+        assert expected[0] == "error"
+        answered = _outcome(
+            partial(structure_page, {"data": [*good, bad]}, aiodots.Flow, method="GET", path="/")
+        )
+        assert answered == expected
