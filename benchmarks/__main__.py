@@ -1,12 +1,13 @@
 """`python -m benchmarks`: every benchmark in turn, each printing its table.
 
-    python -m benchmarks            # throughput, rate limit, memory (about 6 minutes)
-    python -m benchmarks --all      # also instruction counts (needs valgrind, 5 more)
+    python -m benchmarks            # throughput (asyncio, uvloop), rate limit, memory: ~10 min
+    python -m benchmarks --all      # also instruction counts (needs valgrind, 10 more)
     python -m benchmarks profile    # where one request's time goes, layer by layer
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 
@@ -19,6 +20,9 @@ def main(argv: list[str]) -> None:
         return
     print("== throughput: aiodots vs raw aiohttp vs httpx", flush=True)
     throughput.main([])
+    if importlib.util.find_spec("uvloop") is not None:
+        print("\n== throughput on uvloop, raw aiohttp on uvloop too", flush=True)
+        throughput.main(["--uvloop", "--skip-httpx"])
     print("\n== rate limit: an emulator limited to 200 requests/s", flush=True)
     rate_limit.main([])
     print("\n== memory: peak RSS, 10k vs 100k lazily generated requests", flush=True)
@@ -29,6 +33,9 @@ def main(argv: list[str]) -> None:
         else:
             print("\n== instructions per request (callgrind)", flush=True)
             instructions.main([])
+            if importlib.util.find_spec("uvloop") is not None:
+                print("\n== instructions per request on uvloop (callgrind)", flush=True)
+                instructions.main(["--uvloop"])
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("aiodots.transport", ("aiodots/transport.py",)),
     ("aiodots.converter", ("aiodots/converter.py",)),
     ("cattrs (generated and library)", ("<cattrs generated", "/cattrs/")),
+    # attrs-generated methods are named after their class: BatchItem's are the batch's.
+    ("aiodots.batch", ("aiodots/batch.py", "aiodots.batch.")),
     ("aiodots.models", ("aiodots/models/", "<attrs generated")),
-    ("aiodots.batch", ("aiodots/batch.py",)),
     ("aiodots.ratelimit", ("aiodots/ratelimit.py",)),
     ("aiodots.resources", ("aiodots/resources/",)),
     ("aiodots (other)", ("aiodots/",)),
