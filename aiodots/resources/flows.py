@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Unpack
-from urllib.parse import quote
 
 from aiodots.batch import Batch, BatchSummary
 from aiodots.converter import structure_page, structure_response, unstructure_request
@@ -14,6 +13,7 @@ from aiodots.models import CreateFlow, Flow, FlowStep, Page, Step
 from aiodots.retry import Replay
 from aiodots.transport import CallOptions, Transport
 
+from ._base import quote_segment
 from ._options import CallOverrides, call_options
 
 __all__ = ["FlowPages", "Flows"]
@@ -69,7 +69,7 @@ class Flows:
         """Fetch one flow by id; `NotFoundError` when there is none."""
         if not isinstance(flow_id, str) or not flow_id.strip():
             raise ValidationError(f"flow_id must be a non-empty string, not {flow_id!r}")
-        path = f"{_PATH}/{quote(flow_id, safe='')}"
+        path = f"{_PATH}/{quote_segment(flow_id)}"
 
         def decode(data: Any, status: int) -> Flow:
             return structure_response(data, Flow, method="GET", path=path, status=status)
