@@ -250,7 +250,8 @@ RAW_OF = {
     "aiodots list_page": "raw aiohttp list_page",
     "raw aiohttp list_page": "raw aiohttp list_page",
 }
-#: Issue 11's targets: (at least this share of raw's requests/s, at most this CPU ratio).
+#: Issue 11's targets: (at least this share of raw's requests/s, judged here; at most this
+#: ratio of raw's instructions per request, judged by `benchmarks.instructions`).
 TARGETS = {
     "aiodots create_many": (0.95, 1.05),
     "aiodots create": (1 / 1.10, 1.10),
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
           f"{args.rounds} rounds each; ratios against the raw aiohttp client doing the same "
           "request by hand")
     print(f"{'client':<22} {'req/s':>8} {'CPU us/req':>11} {'peak RSS':>9} "
-          f"{'req/s vs raw':>13} {'CPU vs raw':>11}  target (req/s, CPU)")
+          f"{'req/s vs raw':>13} {'CPU vs raw':>11}  target (req/s vs raw)")
     rows = [best[k] for k in kinds]
     for r in rows:
         raw = best[RAW_OF[r["client"]]]
@@ -346,8 +347,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         target = TARGETS.get(r["client"])
         verdict = ""
         if target is not None:
-            met = r["rps_ratio"] >= target[0] and r["cpu_ratio"] <= target[1]
-            verdict = f">={target[0]:.2f}, <={target[1]:.2f}: {'met' if met else 'NOT met'}"
+            met = r["rps_ratio"] >= target[0]
+            verdict = f">={target[0]:.2f}: {'met' if met else 'NOT met'}"
         print(
             f"{r['client']:<22} {r['rps']:>8.0f} {r['cpu_us']:>11.0f} "
             f"{r['peak_rss_mib']:>7.1f}M {r['rps_ratio']:>12.2f}x "
