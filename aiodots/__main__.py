@@ -1,5 +1,5 @@
 """`python -m aiodots`: the command line (needs the `cli` extra)."""
 
-from .cli import main
+from .cli import run
 
-main(prog_name="aiodots")
+run(prog_name="aiodots")

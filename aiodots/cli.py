@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -97,6 +98,22 @@ async def closing_limiter(limiter: RedisRateLimiter | None) -> AsyncIterator[Non
 
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def run(prog_name: str = "aiodots") -> None:
+    """The `aiodots` command: `main` on uvloop's event loop where uvloop is installed (the
+    `cli` extra brings it where it has wheels), else on asyncio's. An application's
+    choice, made here at the entry point: the library itself never installs a loop policy.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        with warnings.catch_warnings():  # loop policies are deprecated from Python 3.14
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    main(prog_name=prog_name)
 
 
 def _fail(exc: DotsError) -> NoReturn:

@@ -84,6 +84,15 @@ def _path_segment(name: str, value: object) -> str:
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"{name} must be a non-empty string, not {value!r}")
+    return quote_segment(value)
+
+
+def quote_segment(value: str) -> str:
+    """`value` quoted as one path segment. An id of ASCII letters, digits and hyphens (a
+    UUID) is returned as it is, which is what `quote` would return: `quote` measured 6k
+    instructions per call (callgrind), these two checks under 1k."""
+    if value.isascii() and value.replace("-", "").isalnum():
+        return value
     return quote(value, safe="")
 
 

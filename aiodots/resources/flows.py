@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -12,7 +13,6 @@ from collections.abc import (
     Sequence,
 )
 from typing import Any, Unpack
-from urllib.parse import quote
 
 from aiodots.batch import Batch, BatchSummary
 from aiodots.converter import structure_page, structure_response, unstructure_request
@@ -22,7 +22,7 @@ from aiodots.reconcile import Reconcile, Reconciler
 from aiodots.retry import Replay
 from aiodots.transport import CallOptions, Transport
 
-from ._base import Pages
+from ._base import Pages, quote_segment
 from ._options import CallOverrides, call_options
 
 __all__ = ["FlowPages", "Flows"]
@@ -87,7 +87,7 @@ class Flows:
         """Fetch one flow by id; `NotFoundError` when there is none."""
         if not isinstance(flow_id, str) or not flow_id.strip():
             raise ValidationError(f"flow_id must be a non-empty string, not {flow_id!r}")
-        path = f"{_PATH}/{quote(flow_id, safe='')}"
+        path = f"{_PATH}/{quote_segment(flow_id)}"
 
         def decode(data: Any, status: int) -> Flow:
             return structure_response(data, Flow, method="GET", path=path, status=status)
@@ -147,12 +147,13 @@ class Flows:
         tagged request.
         """
         options = call_options(**overrides)
-
-        async def create_one(request: CreateFlow) -> Flow:
-            return await self.send_create(request, options)
-
+        # A partial, not a wrapping coroutine: every coroutine level between the batch's
+        # worker and the socket is crossed again each time the request resumes.
+        create_one: Callable[[CreateFlow], Awaitable[Flow]] = functools.partial(
+            self.send_create, options=options
+        )
         prepare: Callable[[Any], CreateFlow] = CreateFlow.coerce
-        call: Callable[[CreateFlow], Awaitable[Flow]] = create_one
+        call = create_one
         reconciler = self._reconciler(reconcile, overrides)
         if reconciler is not None:
             prepare, call = reconciler.prepare(CreateFlow.coerce), reconciler.sender(create_one)

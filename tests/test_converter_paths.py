@@ -1,0 +1,205 @@
+"""The fast structuring path and the detailed one agree on every model.
+
+Every response is structured first by a converter without cattrs' detailed validation;
+only a payload it refuses goes to the detailed converter, which names every bad field.
+These tests hold the two to the same answers: for every attrs model of
+`aiodots.models.__all__`, on good payloads (from the spec's own response examples and
+made from each model's field types) and on bad ones (each field missing, or of each
+wrong type), both paths give the same object or both fail, with the same
+`InvalidResponseError` message.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from datetime import date, datetime
+from functools import partial
+from typing import Any
+
+import attrs
+import pytest
+
+import aiodots
+import aiodots.models
+import aiodots.resources
+from aiodots.converter import (
+    _structure_explained,
+    _structure_fast,
+    converter,
+    structure_page,
+    structure_response,
+)
+from aiodots.resources._base import Operation
+from aiodots.testing.spec import load_spec
+
+MODELS = [
+    getattr(aiodots.models, name) for name in aiodots.models.__all__
+    if attrs.has(getattr(aiodots.models, name))
+]
+WRONG_VALUES: list[Any] = [None, 12345, 1.5, "text", True, [], {}, ["x"], {"id": 1}, "2024-13-45"]
+
+
+def _outcome(call: typing.Callable[[], Any]) -> tuple[Any, ...]:
+    try:
+        return ("ok", call())
+    except Exception as exc:
+        return ("error", type(exc).__name__, str(exc))
+
+
+def _example(tp: Any, depth: int = 0) -> Any:
+    """A JSON value of type `tp`, as the API would send it."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _example(next(a for a in typing.get_args(tp) if a is not type(None)), depth)
+    if origin is typing.Literal:
+        return typing.get_args(tp)[0]
+    if origin is tuple:
+        return [_example(typing.get_args(tp)[0], depth)]
+    if tp is Any or origin in (Mapping, dict):
+        return {"key": "value"}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return next(iter(tp)).value
+    if attrs.has(tp):
+        return _payload(tp, depth + 1) if depth < 3 else {}
+    return {
+        str: "text", int: 7, float: 1.5, bool: True,
+        datetime: "2024-01-02T03:04:05.678Z", date: "2024-01-02",
+    }.get(tp, "text")
+
+
+def _payload(cls: type[Any], depth: int = 0) -> dict[str, Any]:
+    attrs.resolve_types(cls)
+    return {
+        field.metadata.get("wire", field.name): _example(field.type, depth)
+        for field in attrs.fields(cls)
+        if field.init
+    }
+
+
+def _operations() -> Iterator[Operation]:
+    # dots.flows is written by hand, without `Operation`s: its answers are these.
+    yield Operation("POST", "/v2/flows", returns=aiodots.Flow)
+    yield Operation("GET", "/v2/flows/{flow_id}", returns=aiodots.Flow)
+    yield Operation("GET", "/v2/flows", page_of=aiodots.Flow)
+    for module_name, module in list(sys.modules.items()):
+        # `import aiodots.resources` above imported every resource module.
+        if module_name.startswith(aiodots.resources.__name__ + "."):
+            for value in vars(module).values():
+                if isinstance(value, Operation):
+                    yield value
+
+
+def _spec_payloads() -> dict[type[Any], list[dict[str, Any]]]:
+    """Each model's payloads from the spec's example answers, nested models included."""
+    spec = load_spec()
+    found: dict[type[Any], list[dict[str, Any]]] = {}
+
+    def add(cls: type[Any], value: Any) -> None:
+        if not isinstance(value, dict) or not attrs.has(cls):
+            return
+        found.setdefault(cls, []).append(value)
+        attrs.resolve_types(cls)
+        for field in attrs.fields(cls):
+            inner = field.metadata.get("wire", field.name)
+            for arg in typing.get_args(field.type) or (field.type,):
+                items = typing.get_args(arg) if typing.get_origin(arg) is tuple else (arg,)
+                for item_type in items:
+                    sub = value.get(inner)
+                    for element in sub if isinstance(sub, list) else [sub]:
+                        add(item_type, element)
+
+    for op in _operations():
+        spec_op = spec.operations.get(op.key)
+        if spec_op is None or spec_op.response_schema is None:
+            continue
+        body = spec.example(spec_op)
+        if op.returns is not None:
+            add(op.returns, body)
+        for cls in (op.page_of, op.list_of):
+            if cls is not None:
+                items = body if isinstance(body, list) else (body or {}).get("data", [])
+                for item in items:
+                    add(cls, item)
+    return found
+
+
+SPEC_PAYLOADS = _spec_payloads()
+
+
+def _bad_payloads(good: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for key in good:
+        yield {k: v for k, v in good.items() if k != key}
+        for wrong in WRONG_VALUES:
+            yield {**good, key: wrong}
+
+
+def _assert_paths_agree(cls: type[Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+    detailed = _outcome(lambda: converter.structure(payload, cls))
+    fast = _outcome(lambda: _structure_fast(payload, cls))
+    if detailed[0] == "ok":
+        assert fast == detailed, f"{cls.__name__}: the fast path differs on {payload!r}"
+    else:
+        assert fast[0] == "error", f"{cls.__name__}: only the fast path accepts {payload!r}"
+    answered = _outcome(lambda: structure_response(payload, cls, method="GET", path="/x"))
+    explained = _outcome(
+        lambda: _structure_explained(payload, cls, method="GET", path="/x", status=200)
+    )
+    assert answered == explained, f"{cls.__name__}: the answers differ on {payload!r}"
+    return answered
+
+
+def test_the_spec_examples_reach_most_models() -> None:
+    # A guard for the test below: the spec's examples must reach the response models.
+    assert len(SPEC_PAYLOADS) >= 50
+    assert aiodots.models.Flow in SPEC_PAYLOADS
+    assert aiodots.models.Transfer in SPEC_PAYLOADS
+
+
+@pytest.mark.parametrize("cls", list(SPEC_PAYLOADS), ids=lambda c: c.__name__)
+def test_spec_examples_take_the_fast_path_and_agree(cls: type[Any]) -> None:
+    for payload in SPEC_PAYLOADS[cls]:
+        # An answer the API documents never needs the detailed converter.
+        fast = _structure_fast(payload, cls)
+        assert isinstance(fast, cls)
+        assert _assert_paths_agree(cls, payload) == ("ok", fast)
+        for bad in _bad_payloads(payload):
+            _assert_paths_agree(cls, bad)
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_both_paths_agree_on_every_model(cls: type[Any]) -> None:
+    good = _payload(cls)
+    _assert_paths_agree(cls, good)
+    for bad in _bad_payloads(good):
+        _assert_paths_agree(cls, bad)
+
+
+def test_a_bad_answer_names_the_field_on_either_path() -> None:
+    payload = {"id": 5, "created": "yesterday", "link": "https://x.io/f"}
+    with pytest.raises(aiodots.InvalidResponseError) as caught:
+        structure_response(payload, aiodots.Flow, method="GET", path="/v2/flows/f")
+    message = str(caught.value)
+    assert "expected str @ $.id" in message
+    assert "$.created" in message
+
+
+def test_a_page_takes_the_fast_path_whole_and_explains_a_bad_item() -> None:
+    flows = SPEC_PAYLOADS[aiodots.Flow]
+    good = [flows[0], {**flows[0], "id": "second"}]
+    page = structure_page({"data": good, "has_more": True}, aiodots.Flow, method="GET", path="/")
+    assert page.data == tuple(
+        structure_response(item, aiodots.Flow, method="GET", path="/") for item in good
+    )
+    assert page.has_more
+    bad_items: list[Any] = [{**flows[0], "created": 5}, "not an object", [flows[0]]]
+    for bad in bad_items:
+        expected = _outcome(partial(structure_response, bad, aiodots.Flow, method="GET", path="/"))
+        assert expected[0] == "error"
+        answered = _outcome(
+            partial(structure_page, {"data": [*good, bad]}, aiodots.Flow, method="GET", path="/")
+        )
+        assert answered == expected
