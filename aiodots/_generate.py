@@ -4,10 +4,11 @@
     python -m aiodots._generate --check  # exit 1 if they differ from what the spec gives
 
 The generated modules are ordinary, readable Python, committed like any other code;
-tests/test_generated.py fails when they drift from the vendored spec. Everything a
-person decides (what each method is called, which module a schema lives in, how
-money and dates are typed) is in the tables at the top of this file; everything the spec
-states (fields, types, required, enums, bounds, descriptions) comes from the spec.
+tests/test_resources.py fails when they drift from the vendored spec. Everything a
+person decides is in tables: what each method is called in `aiodots/operations.py`
+(`OPERATIONS`), which module a schema lives in and how money and dates are typed at the
+top of this file. Everything the spec states (fields, types, required, enums, bounds,
+descriptions) comes from the spec.
 
 Flows are written by hand (`models/flows.py`, `resources/flows.py`): they came first and
 their step types are shared with payout links. Needs PyYAML (a development dependency).
@@ -34,104 +35,28 @@ HEADER = (
     'edit the\ngenerator, not this file.\n"""\n'
 )
 
-#: Every operation of the spec and the method that sends it, as DESIGN.md names them.
-METHODS: dict[str, str] = {
-    "GET /v2/users": "users.list",
-    "POST /v2/users": "users.create",
-    "GET /v2/users/{user_id}": "users.retrieve",
-    "PATCH /v2/users/{user_id}": "users.update",
-    "DELETE /v2/users/{user_id}": "users.delete",
-    "PUT /v2/users/{user_id}/compliance": "users.submit_compliance",
-    "POST /v2/users/{user_id}/send-verification-token": "users.send_verification_token",
-    "POST /v2/users/{user_id}/verify": "users.verify",
-    "GET /v2/users/{user_id}/payout-methods": "users.list_payout_methods",
-    "PUT /v2/users/{user_id}/payout-methods": "users.add_payout_method",
-    "PUT /v2/users/{user_id}/addresses": "users.add_address",
-    "GET /v2/transfers": "transfers.list",
-    "POST /v2/transfers": "transfers.create",
-    "GET /v2/transfers/{transfer_id}": "transfers.retrieve",
-    "GET /v2/flows": "flows.list",
-    "POST /v2/flows": "flows.create",
-    "GET /v2/flows/{flow_id}": "flows.retrieve",
-    "GET /v2/payout-links": "payout_links.list",
-    "POST /v2/payout-links": "payout_links.create",
-    "GET /v2/payout-links/{payout_link_id}": "payout_links.retrieve",
-    "DELETE /v2/payout-links/{payout_link_id}": "payout_links.delete",
-    "POST /v2/payout-links/{payout_link_id}/redeliver": "payout_links.redeliver",
-    "POST /v2/payouts": "payouts.create",
-    "POST /v2/payouts/send-payout": "payouts.send",
-    "POST /v2/payout-batches": "payout_batches.create",
-    "GET /v2/payout-batches": "payout_batches.list",
-    "GET /v2/payout-batches/{payout_batch_id}": "payout_batches.retrieve",
-    "GET /v2/payout-batches/{payout_batch_id}/results": "payout_batches.results",
-    "POST /v2/payments": "payments.create",
-    "POST /v2/payout-requests": "payout_requests.create",
-    "GET /v2/payout-requests": "payout_requests.list",
-    "GET /v2/payout-requests/{payout_request_id}": "payout_requests.retrieve",
-    "GET /v2/transactions": "transactions.list",
-    "GET /v2/transactions/{transaction_id}": "transactions.retrieve",
-    "GET /v2/transfer-batches": "transfer_batches.list",
-    "POST /v2/transfer-batches": "transfer_batches.create",
-    "GET /v2/transfer-batches/{transfer_batch_id}": "transfer_batches.retrieve",
-    "GET /v2/payment-customers": "payment_customers.list",
-    "POST /v2/payment-customers": "payment_customers.create",
-    "GET /v2/payment-customers/{payment_customer_id}": "payment_customers.retrieve",
-    "GET /v2/accounts-payable/vendors": "accounts_payable.vendors.list",
-    "POST /v2/accounts-payable/vendors": "accounts_payable.vendors.create",
-    "GET /v2/accounts-payable/vendors/{vendor_id}": "accounts_payable.vendors.retrieve",
-    "DELETE /v2/accounts-payable/vendors/{vendor_id}": "accounts_payable.vendors.delete",
-    "GET /v2/accounts-payable/vendors/{vendor_id}/payment-methods":
-        "accounts_payable.vendor_payment_methods.list",
-    "POST /v2/accounts-payable/vendors/{vendor_id}/payment-methods":
-        "accounts_payable.vendor_payment_methods.create",
-    "GET /v2/accounts-payable/vendors/{vendor_id}/payment-methods/{payment_method_id}":
-        "accounts_payable.vendor_payment_methods.retrieve",
-    "DELETE /v2/accounts-payable/vendors/{vendor_id}/payment-methods/{payment_method_id}":
-        "accounts_payable.vendor_payment_methods.delete",
-    "GET /v2/accounts-payable/payables": "accounts_payable.payables.list",
-    "POST /v2/accounts-payable/payables": "accounts_payable.payables.create",
-    "POST /v2/accounts-payable/payables/upload-from-file":
-        "accounts_payable.payables.create_from_file",
-    "GET /v2/accounts-payable/payables/{payable_id}": "accounts_payable.payables.retrieve",
-    "PATCH /v2/accounts-payable/payables/{payable_id}": "accounts_payable.payables.update",
-    "POST /v2/accounts-payable/payables/{payable_id}/file":
-        "accounts_payable.payables.upload_file",
-    "DELETE /v2/accounts-payable/payables/{payable_id}/file":
-        "accounts_payable.payables.delete_file",
-    "POST /v2/accounts-payable/payables/{payable_id}/cancel": "accounts_payable.payables.cancel",
-    "POST /v2/accounts-payable/payables/{payable_id}/submit-for-approval":
-        "accounts_payable.payables.submit_for_approval",
-    "POST /v2/accounts-payable/payables/{payable_id}/approve":
-        "accounts_payable.payables.approve",
-    "POST /v2/accounts-payable/payables/{payable_id}/reject": "accounts_payable.payables.reject",
-    "POST /v2/accounts-payable/payables/{payable_id}/pay": "accounts_payable.payables.pay",
-    "GET /v2/accounts-payable/approval-policies": "accounts_payable.approval_policies.list",
-    "POST /v2/accounts-payable/approval-policies": "accounts_payable.approval_policies.create",
-    "PATCH /v2/accounts-payable/approval-policies/{approval_policy_id}":
-        "accounts_payable.approval_policies.update_priority",
-    "DELETE /v2/accounts-payable/approval-policies/{approval_policy_id}":
-        "accounts_payable.approval_policies.delete",
-    "GET /v2/accounts-payable/approvers": "accounts_payable.approvers.list",
-    "GET /v2/apps": "apps.list",
-    "POST /v2/apps": "apps.create",
-    "GET /v2/apps/{app_id}": "apps.retrieve",
-    "GET /v2/apps/{app_id}/compliance": "apps.retrieve_compliance",
-    "PUT /v2/apps/{app_id}/compliance": "apps.update_compliance",
-    "GET /v2/apps/{app_id}/ach-account": "apps.retrieve_ach_account",
-    "PUT /v2/apps/{app_id}/ach-account": "apps.add_ach_account",
-    "POST /v2/apps/{app_id}/deposit": "apps.deposit",
-    "POST /v2/apps/{app_id}/withdraw": "apps.withdraw",
-    "POST /v2/apps/{app_id}/kyb-flow": "apps.create_kyb_flow",
-    "POST /v2/apps/{app_id}/change_settings": "apps.change_settings",
-    "GET /v2/organization-transfers": "organization_transfers.list",
-    "POST /v2/organization-transfers": "organization_transfers.create",
-    "GET /v2/organization-transfers/{transfer_id}": "organization_transfers.retrieve",
-    "GET /v2/organizations": "organizations.retrieve",
-    "PUT /v2/organizations/copy-compliance-information-between-apps":
-        "organizations.copy_compliance_between_apps",
-    "PUT /v2/organizations/copy-organization-compliance-to-app/{api_app_id}":
-        "organizations.copy_compliance_to_app",
-}
+
+
+def literal_table(module: str, name: str) -> dict[str, Any]:
+    """A module-level dict of aiodots read from its source: importing aiodots here would
+    import the very modules this program writes."""
+    tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == name:
+            assert isinstance(node.value, ast.Dict)
+            return {
+                ast.literal_eval(key): (
+                    value.attr if isinstance(value, ast.Attribute) else ast.literal_eval(value)
+                )
+                for key, value in zip(node.value.keys, node.value.values, strict=True)
+                if key is not None
+            }
+    raise LookupError(f"{module} has no {name} table")
+
+
+#: The method every operation is sent by, as DESIGN.md names them: decided in
+#: `aiodots/operations.py` (`OPERATIONS`); this program writes what follows from it.
+METHODS: dict[str, str] = literal_table("operations.py", "OPERATIONS")
 
 #: Resource attribute -> (class name, one object's name, what the docstring calls it).
 RESOURCES: dict[str, tuple[str, str, str]] = {
@@ -1159,43 +1084,8 @@ def resource_path(resource: str) -> str:
     return f"accounts_payable.{resource}" if resource in nested else resource
 
 
-def render_operations() -> str:
-    lines = [
-        header("`OPERATIONS`: every operation of Dots' v2 API and the method that sends it."),
-        "from __future__ import annotations",
-        "",
-        '__all__ = ["OPERATIONS"]',
-        "",
-        "#: `\"METHOD /v2/path\"` as in Dots' OpenAPI document -> the method's dotted name on",
-        "#: a `Client` (`\"POST /v2/users\": \"users.create\"` is `client.users.create`).",
-        "OPERATIONS: dict[str, str] = {",
-    ]
-    for key, name in METHODS.items():
-        entry = f"    {key!r}: {name!r},"
-        if len(entry) > 100:
-            lines += [f"    {key!r}:", f"        {name!r},"]
-        else:
-            lines.append(entry)
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def replay_table() -> dict[str, str]:
-    """`retry.REPLAY` read from its source (importing aiodots here would import the very
-    modules this program writes)."""
-    tree = ast.parse((ROOT / "retry.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "REPLAY":
-            assert isinstance(node.value, ast.Dict)
-            return {
-                ast.literal_eval(k): v.attr  # type: ignore[arg-type, attr-defined]
-                for k, v in zip(node.value.keys, node.value.values, strict=True)
-            }
-    raise LookupError("retry.py has no REPLAY table")
-
-
 def render_operations_doc(spec: dict[str, Any]) -> str:
-    replays = replay_table()
+    replays = literal_table("retry.py", "REPLAY")  # "SAFE", "IDEMPOTENT", ...
 
     summaries = {}
     for path, item in spec["paths"].items():
@@ -1297,7 +1187,6 @@ def generate(spec: dict[str, Any]) -> dict[Path, str]:
         files[ROOT / "models" / f"{module}.py"] = render_models(gen, module, doc)
     for resource in RESOURCES:
         files[ROOT / "resources" / f"{resource}.py"] = render_resource(gen, resource)
-    files[ROOT / "operations.py"] = render_operations()
     files[ROOT / "models" / "__init__.py"] = render_models_init(gen)
     files[ROOT / "resources" / "__init__.py"] = render_resources_init()
     files[ROOT.parent / "docs" / "operations.md"] = render_operations_doc(spec)

@@ -46,10 +46,6 @@ def test_operations_name_real_methods() -> None:
         assert callable(target), f"{key}: client.{name} is not a method"
 
 
-def test_operations_table_is_the_generators() -> None:
-    assert aiodots.OPERATIONS == METHODS
-
-
 @pytest.mark.skipif(not SHARED_SPEC.exists(), reason="no ../shared checkout beside the project")
 def test_the_vendored_spec_is_dots_document_unchanged() -> None:
     vendored = Path(aiodots.__file__).parent / "testing" / "openapi" / "dots-v2.yaml"
