@@ -21,3 +21,16 @@ def test_readme_opens_with_the_demo_and_test_commands_and_ci_runs_the_same_tests
 
 def test_the_package_is_typed() -> None:
     assert (ROOT / "aiodots" / "py.typed").exists()
+
+
+def test_the_demos_extra_brings_what_the_embedded_emulator_imports() -> None:
+    # README's first command installs only the `cli` extra, and the demo runs the
+    # emulator, which reads the spec with PyYAML and validates with jsonschema.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert "aiodots[testing]" in extras["cli"]
+    testing = " ".join(extras["testing"])
+    for needed in ("jsonschema", "pyyaml", "rfc3339-validator"):
+        assert needed in testing

@@ -332,7 +332,12 @@ def _typed(text: str, schema: dict[str, Any]) -> Any:
 @functools.cache
 def load_spec() -> ApiSpec:
     """The vendored spec, read once per process."""
-    import yaml
+    try:
+        import yaml
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the Dots emulator reads the API's spec with PyYAML: pip install 'aiodots[testing]'"
+        ) from exc
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     text = resources.files("aiodots.testing").joinpath("openapi/dots-v2.yaml").read_text(
