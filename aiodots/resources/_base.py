@@ -67,6 +67,14 @@ class Operation:
     def replay(self) -> Replay:
         return REPLAY[self.key]
 
+    def path_for(self, path_args: Mapping[str, object] | None) -> str:
+        """The path with its parameters checked and quoted in."""
+        if not path_args:
+            return self.path
+        return self.path.format_map(
+            {name: _path_segment(name, value) for name, value in path_args.items()}
+        )
+
     def decode(self, data: Any, status: int, path: str) -> Any:
         if self.page_of is not None:
             return structure_page(data, self.page_of, method=self.method, path=path, status=status)
@@ -127,6 +135,10 @@ def page_params(query: Mapping[str, Any], op: Operation | None = None) -> dict[s
         raise ValidationError(f"limit must be an integer from 1 to 100, not {limit!r}")
     if query.get("starting_after") is not None and query.get("ending_before") is not None:
         raise ValidationError("give starting_after or ending_before, not both")
+    for name in ("starting_after", "ending_before"):
+        cursor = query.get(name)
+        if cursor is not None and (not isinstance(cursor, str) or not cursor):
+            raise ValidationError(f"{name} must be an object id, not {cursor!r}")
     return {name: _query_value(name, value) for name, value in query.items() if value is not None}
 
 
@@ -152,11 +164,7 @@ class Resource:
         A request model with an `idempotency_key` field gets a fresh UUID4 when the
         caller left it unset; the same key then goes out on every attempt.
         """
-        path = op.path
-        if path_args:
-            path = path.format_map(
-                {name: _path_segment(name, value) for name, value in path_args.items()}
-            )
+        path = op.path_for(path_args)
         params = page_params(query, op) if query else None
         key = None
         if body is not None and op.replay is Replay.IDEMPOTENT:
@@ -232,9 +240,7 @@ class Resource:
     ) -> Any:
         if not upload.rewindable:
             options = attrs.evolve(options or CallOptions(), max_retries=0)
-        path = op.path.format_map(
-            {name: _path_segment(name, value) for name, value in (path_args or {}).items()}
-        )
+        path = op.path_for(path_args)
 
         def decode(data: Any, status: int) -> Any:
             return op.decode(data, status, path)

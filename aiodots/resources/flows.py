@@ -22,7 +22,7 @@ from aiodots.reconcile import Reconcile, Reconciler
 from aiodots.retry import Replay
 from aiodots.transport import CallOptions, Transport
 
-from ._base import Pages, quote_segment
+from ._base import Pages, page_params, quote_segment
 from ._options import CallOverrides, call_options
 
 __all__ = ["FlowPages", "Flows"]
@@ -106,7 +106,9 @@ class Flows:
         **overrides: Unpack[CallOverrides],
     ) -> Page[Flow]:
         """One page of flows (`limit` 1 to 100, cursors are flow ids)."""
-        params = _page_params(limit, starting_after, ending_before)
+        params = page_params(
+            {"limit": limit, "starting_after": starting_after, "ending_before": ending_before}
+        )
         page: Page[Flow] = await self._transport.request(
             "GET", _PATH, params=params, options=call_options(**overrides), decode=_flow_page
         )
@@ -125,7 +127,9 @@ class Flows:
         Pages follow `has_more`: forwards with `starting_after`, or backwards when you
         start from `ending_before`. Arguments are checked here, before any request.
         """
-        _page_params(limit, starting_after, ending_before)
+        page_params(
+            {"limit": limit, "starting_after": starting_after, "ending_before": ending_before}
+        )
         return FlowPages(self, limit, starting_after, ending_before, overrides)
 
     def create_many(
@@ -207,21 +211,3 @@ class FlowPages(Pages[Flow]):
             return await flows.list_page(limit=limit, **cursor, **overrides)
 
         super().__init__(fetch, starting_after, ending_before, path=_PATH)
-
-
-def _page_params(
-    limit: int | None, starting_after: str | None, ending_before: str | None
-) -> dict[str, str]:
-    params: dict[str, str] = {}
-    if limit is not None:
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
-            raise ValidationError(f"limit must be an integer from 1 to 100, not {limit!r}")
-        params["limit"] = str(limit)
-    if starting_after is not None and ending_before is not None:
-        raise ValidationError("give starting_after or ending_before, not both")
-    for name, cursor in (("starting_after", starting_after), ("ending_before", ending_before)):
-        if cursor is not None:
-            if not isinstance(cursor, str) or not cursor:
-                raise ValidationError(f"{name} must be a flow id, not {cursor!r}")
-            params[name] = cursor
-    return params
