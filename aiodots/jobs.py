@@ -146,48 +146,73 @@ def _csv_fields(cells: dict[str, str | None]) -> dict[str, Any]:
     return fields
 
 
-def _jsonl_fields(line: str) -> dict[str, Any]:
-    try:
-        fields = json.loads(line)
-    except ValueError as exc:
-        raise RowError(f"not valid JSON: {exc}") from None
-    if not isinstance(fields, dict):
-        raise RowError("each line must be a JSON object")
+def _jsonl_fields(fields: dict[str, Any]) -> dict[str, Any]:
     steps = fields.get("steps")
     if isinstance(steps, str):
         fields["steps"] = split_names(steps, ";")
     return fields
 
 
-def read_rows(
+def _json_object(line: str) -> dict[str, Any]:
+    try:
+        fields = json.loads(line)
+    except ValueError as exc:
+        raise RowError(f"not valid JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise RowError("each line must be a JSON object")
+    return fields
+
+
+def read_cells(
     path: str, stdin: IO[str] | None = None
 ) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    """(row number, fields or the reason the row is bad), lazily, in input order."""
+    """(row number, the row's cells or the reason it cannot be read), lazily, in input
+    order: a CSV row's columns, or a JSON Lines object (blank lines skipped). What the
+    cells mean is each job's business (`read_rows`, `payout_jobs.read_payout_rows`)."""
     fmt = input_format(path)
     handle: IO[str] = (stdin or sys.stdin) if path == "-" else open(  # noqa: SIM115
         path, newline="", encoding="utf-8-sig"
     )
     try:
         if fmt == "csv":
-            reader = csv.DictReader(handle)
-            for number, cells in enumerate(reader, start=1):
-                try:
-                    yield number, _csv_fields(cells)
-                except RowError as exc:
-                    yield number, exc
-        else:
-            number = 0
-            for line in handle:
-                if not line.strip():
-                    continue
-                number += 1
-                try:
-                    yield number, _jsonl_fields(line)
-                except RowError as exc:
-                    yield number, exc
+            yield from enumerate(csv.DictReader(handle), start=1)
+            return
+        number = 0
+        for line in handle:
+            if not line.strip():
+                continue
+            number += 1
+            try:
+                yield number, _json_object(line)
+            except RowError as exc:
+                yield number, exc
     finally:
         if handle is not stdin and handle is not sys.stdin:
             handle.close()
+
+
+def fields_of_rows(
+    cells: Iterator[tuple[int, dict[str, Any] | RowError]],
+    fields: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """Each row's cells made into request fields by `fields`; a row it refuses (or that
+    could not be read) comes out as its `RowError`."""
+    for number, row in cells:
+        if isinstance(row, RowError):
+            yield number, row
+            continue
+        try:
+            yield number, fields(row)
+        except RowError as exc:
+            yield number, exc
+
+
+def read_rows(
+    path: str, stdin: IO[str] | None = None
+) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """(row number, flow fields or the reason the row is bad), lazily, in input order."""
+    fields = _csv_fields if input_format(path) == "csv" else _jsonl_fields
+    return fields_of_rows(read_cells(path, stdin), fields)
 
 
 def count_rows(path: str) -> int | None:

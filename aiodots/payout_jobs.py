@@ -19,10 +19,7 @@ Used by `aiodots payouts bulk`; needs nothing beyond the core library.
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
-import json
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,8 +37,9 @@ from .jobs import (
     RowError,
     _flag,
     error_record,
-    input_format,
+    fields_of_rows,
     parse_metadata,
+    read_cells,
     recorded_ok,
 )
 from .models import _fields
@@ -115,34 +113,8 @@ def _fields_of(cells: dict[str, Any]) -> dict[str, Any]:
 def read_payout_rows(
     path: str, stdin: IO[str] | None = None
 ) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    """(row number, fields or the reason the row is bad), lazily, in input order."""
-    fmt = input_format(path)
-    handle: IO[str] = (stdin or sys.stdin) if path == "-" else open(  # noqa: SIM115
-        path, newline="", encoding="utf-8-sig"
-    )
-    try:
-        number = 0
-        source: Iterator[Any] = csv.DictReader(handle) if fmt == "csv" else iter(handle)
-        for raw in source:
-            if fmt == "jsonl" and not raw.strip():
-                continue
-            number += 1
-            try:
-                if fmt == "csv":
-                    cells = raw
-                else:
-                    try:
-                        cells = json.loads(raw)
-                    except ValueError as exc:
-                        raise RowError(f"not valid JSON: {exc}") from None
-                    if not isinstance(cells, dict):
-                        raise RowError("each line must be a JSON object")
-                yield number, _fields_of(cells)
-            except RowError as exc:
-                yield number, exc
-    finally:
-        if handle is not stdin and handle is not sys.stdin:
-            handle.close()
+    """(row number, payout fields or the reason the row is bad), lazily, in input order."""
+    return fields_of_rows(read_cells(path, stdin), _fields_of)
 
 
 def payout_request(
