@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -276,6 +276,41 @@ def _graceful_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iter
             loop.remove_signal_handler(sig)
 
 
+#: A bulk job, given the client, the progress callback and the graceful-stop event.
+BulkJob = Callable[[Client, Callable[[JobProgress], None], asyncio.Event], Awaitable[JobProgress]]
+
+
+def _run_bulk(
+    ctx: click.Context,
+    output: Path,
+    rate: float | None,
+    redis_url: str | None,
+    total: int | None,
+    job: BulkJob,
+) -> NoReturn:
+    """What every bulk command does around its job: one client (on the shared limit with
+    `--redis`), graceful Ctrl+C, a progress bar or lines, the summary, the exit status
+    (0 when every row is ok, 1 otherwise)."""
+    console = Console(stderr=True)
+    limiter = shared_limiter(redis_url, rate)
+    dots = _client(ctx, rate_limit=RateLimit(rate) if rate else None, rate_limiter=limiter)
+
+    async def run_job_to_end() -> JobProgress:
+        stop = asyncio.Event()
+        with _graceful_stop(asyncio.get_running_loop(), stop), Reporter(console, total) as bar:
+            async with dots, closing_limiter(limiter):
+                progress: JobProgress = await job(dots, bar, stop)
+                return progress
+
+    try:
+        progress = asyncio.run(run_job_to_end())
+    except DotsError as exc:  # a resume look-up failed: sending blindly could duplicate
+        _fail(exc)
+    for line in _summary_lines(progress, output):
+        click.echo(line, err=True)
+    sys.exit(0 if progress.failed == 0 and not progress.interrupted else 1)
+
+
 @flows.command("bulk")
 @click.argument("input_path", metavar="INPUT")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -297,31 +332,21 @@ def flows_bulk(
 
     Exit status 0 when every row is ok, 1 otherwise.
     """
-    console = Console(stderr=True)
     try:
         total = count_rows(input_path)
         rows = read_rows(input_path)
     except (DotsError, OSError) as exc:
         raise click.UsageError(str(exc)) from exc
-    limiter = shared_limiter(redis_url, rate)
-    dots = _client(ctx, rate_limit=RateLimit(rate) if rate else None, rate_limiter=limiter)
 
-    async def job() -> JobProgress:
-        stop = asyncio.Event()
-        with _graceful_stop(asyncio.get_running_loop(), stop), Reporter(console, total) as bar:
-            async with dots, closing_limiter(limiter):
-                return await run_job(
-                    dots, rows, output, default_steps=_steps(steps), concurrency=concurrency,
-                    on_progress=bar, stop=stop, total=total, reconcile=reconcile,
-                )
+    async def job(
+        dots: Client, bar: Callable[[JobProgress], None], stop: asyncio.Event
+    ) -> JobProgress:
+        return await run_job(
+            dots, rows, output, default_steps=_steps(steps), concurrency=concurrency,
+            on_progress=bar, stop=stop, total=total, reconcile=reconcile,
+        )
 
-    try:
-        progress = asyncio.run(job())
-    except DotsError as exc:  # the resume look-up failed: sending blindly could duplicate
-        _fail(exc)
-    for line in _summary_lines(progress, output):
-        click.echo(line, err=True)
-    sys.exit(0 if progress.failed == 0 and not progress.interrupted else 1)
+    _run_bulk(ctx, output, rate, redis_url, total, job)
 
 
 @main.command()
@@ -552,10 +577,11 @@ def payouts() -> None:
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True),
               help="Never exceed this many requests per second.")
+@redis_option
 @click.pass_context
 def payouts_bulk(
     ctx: click.Context, input_path: str, output: Path, platform: str | None,
-    batch_id: str | None, concurrency: int, rate: float | None,
+    batch_id: str | None, concurrency: int, rate: float | None, redis_url: str | None,
 ) -> None:
     """Pay out one row of INPUT each (.csv, .jsonl, or - with --batch-id).
 
@@ -564,25 +590,19 @@ def payouts_bulk(
     file's contents and the row number, so running the file again, or resuming after a
     crash, never pays twice. Exit status 0 when every row is ok, 1 otherwise.
     """
-    console = Console(stderr=True)
     try:
         identity = batch_identity(input_path, batch_id)
-        total = None if input_path == "-" else sum(1 for _ in read_payout_rows(input_path))
+        total = count_rows(input_path)
         rows = read_payout_rows(input_path)
     except (DotsError, OSError) as exc:
         raise click.UsageError(str(exc)) from exc
-    dots = _client(ctx, rate_limit=RateLimit(rate) if rate else None)
 
-    async def job() -> JobProgress:
-        stop = asyncio.Event()
-        with _graceful_stop(asyncio.get_running_loop(), stop), Reporter(console, total) as bar:
-            async with dots:
-                return await run_payout_job(
-                    dots, rows, output, identity=identity, default_platform=platform,
-                    concurrency=concurrency, on_progress=bar, stop=stop, total=total,
-                )
+    async def job(
+        dots: Client, bar: Callable[[JobProgress], None], stop: asyncio.Event
+    ) -> JobProgress:
+        return await run_payout_job(
+            dots, rows, output, identity=identity, default_platform=platform,
+            concurrency=concurrency, on_progress=bar, stop=stop, total=total,
+        )
 
-    progress = asyncio.run(job())
-    for line in _summary_lines(progress, output):
-        click.echo(line, err=True)
-    sys.exit(0 if progress.failed == 0 and not progress.interrupted else 1)
+    _run_bulk(ctx, output, rate, redis_url, total, job)

@@ -219,7 +219,7 @@ def count_rows(path: str) -> int | None:
     """Rows in a file (one streaming pass), or None for standard input."""
     if path == "-":
         return None
-    return sum(1 for _ in read_rows(path))
+    return sum(1 for _ in read_cells(path))
 
 
 def recorded_ok(output: Path) -> set[int]:

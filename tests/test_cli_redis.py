@@ -14,6 +14,7 @@ from aiodots.testing import DotsEmulator
 
 from .redis_fixtures import url_of
 from .test_cli import run_cli
+from .test_payout_jobs import make_users
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +75,21 @@ async def test_demo_with_workers_and_redis_compares_both_combined_rates(
     assert "2 processes sharing one limit through Redis: 200 ok, 0 failed" in out
     assert "Redis round trips per request" in out
     assert out.count("the emulator created 200 flows, 0 twice") == 2
+
+
+async def test_payouts_bulk_with_redis_shares_the_combined_rate(
+    dots_emulator: DotsEmulator, redis_server: RedisExecutor, redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    users = await make_users(dots_emulator, 40)
+    dots_emulator.reset_stats()  # count only what the bulk run sends
+    source = tmp_path / "pay.csv"
+    source.write_text("user_id,amount,platform\n" + "".join(f"{u},100,paypal\n" for u in users))
+    code, _, err = await run_cli(
+        dots_emulator, "payouts", "bulk", str(source), "-o", str(tmp_path / "out.jsonl"),
+        "--rate", "20", "--concurrency", "10", "--redis", url_of(redis_server),
+    )
+    assert code == 0, err
+    assert dots_emulator.stats.created_by_resource["payouts"] == 40
+    assert _most_in_window(list(dots_emulator.stats.arrivals), 1.0) <= 20 + 1 + 1 + 2
+    assert await redis_client.keys("aiodots:ratelimit*")
