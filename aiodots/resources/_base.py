@@ -175,7 +175,9 @@ class Resource:
         def decode(data: Any, status: int) -> Any:
             return op.decode(data, status, path)
 
-        started = datetime.now(UTC)
+        # Only a keyed call may need to look its transfer up since it began: the clock is
+        # read for those alone, not on every call.
+        started = datetime.now(UTC) if key is not None else None
         try:
             return await self._transport.request(
                 op.method, path, body=payload, params=params or None, replay=op.replay,
@@ -184,7 +186,7 @@ class Resource:
         except IdempotencyKeyReusedError:
             # The money moved on an attempt of this call whose answer was lost. Find what
             # it made; failing that, the error says so and names the key.
-            if op.key not in RECOVERABLE:
+            if op.key not in RECOVERABLE or started is None:
                 raise
             found = await find_transfer(self, payload, started, options)
             if found is None:
@@ -195,7 +197,7 @@ class Resource:
             # died before recording its answer, say. Dots' idempotency reference answers
             # the first object again; where the API refuses the key instead, the client
             # looks for that object within the key's lifetime, so both readings agree.
-            if op.key not in RECOVERABLE or not is_key_rejection(exc):
+            if op.key not in RECOVERABLE or started is None or not is_key_rejection(exc):
                 raise
             found = await find_transfer(self, payload, started - KEY_LIFETIME, options)
             if found is None:
