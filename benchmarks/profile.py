@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("aiodots.transport", ("aiodots/transport.py",)),
     ("aiodots.converter", ("aiodots/converter.py",)),
     ("cattrs (generated and library)", ("<cattrs generated", "/cattrs/")),
+    ("aiodots.model_builder (generated)", ("<aiodots generated", "aiodots/model_builder.py")),
     # attrs-generated methods are named after their class: BatchItem's are the batch's.
     ("aiodots.batch", ("aiodots/batch.py", "aiodots.batch.")),
     ("aiodots.models", ("aiodots/models/", "<attrs generated")),

@@ -12,9 +12,11 @@ wrong type), both paths give the same object or both fail, with the same
 from __future__ import annotations
 
 import enum
+import pickle
 import sys
 import types
 import typing
+import weakref
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from functools import partial
@@ -26,7 +28,9 @@ import pytest
 import aiodots
 import aiodots.models
 import aiodots.resources
+from aiodots import model_builder
 from aiodots.converter import (
+    _fast_hook,
     _structure_explained,
     _structure_fast,
     converter,
@@ -203,3 +207,101 @@ def test_a_page_takes_the_fast_path_whole_and_explains_a_bad_item() -> None:
             partial(structure_page, {"data": [*good, bad]}, aiodots.Flow, method="GET", path="/")
         )
         assert answered == expected
+
+
+def _answer_models() -> set[type[Any]]:
+    """Every model an operation's answer is made of, nested ones included."""
+    found: set[type[Any]] = set()
+
+    def add(tp: Any) -> None:
+        for arg in typing.get_args(tp) or (tp,):
+            if typing.get_args(arg):
+                add(arg)
+            elif attrs.has(arg) and arg not in found:
+                found.add(arg)
+                attrs.resolve_types(arg)
+                for field in attrs.fields(arg):
+                    add(field.type)
+
+    for op in _operations():
+        for cls in (op.returns, op.page_of, op.list_of):
+            if cls is not None:
+                add(cls)
+    return found
+
+
+def test_every_answer_model_is_built_from_its_fields() -> None:
+    # Models with validators (requests) go through their __init__; every model an answer
+    # is made of, through the generated builder. One that silently fell back to cattrs'
+    # function would lose the fast path.
+    answers = _answer_models()
+    assert len(answers) >= 60
+    for cls in answers:
+        assert model_builder.can_build(cls), cls
+        filename = _fast_hook(cls).__code__.co_filename
+        assert filename.startswith("<aiodots generated structure"), cls
+
+
+def test_a_built_model_is_the_model_itself() -> None:
+    # (metadata left out: a dict in a field makes any model unhashable)
+    payload = {**SPEC_PAYLOADS[aiodots.Flow][0], "metadata": None}
+    built = _structure_fast(payload, aiodots.Flow)
+    by_init = aiodots.Flow(**{
+        field.name: getattr(built, field.name) for field in attrs.fields(aiodots.Flow)
+    })
+    assert type(built) is aiodots.Flow
+    assert built == by_init
+    assert hash(built) == hash(by_init)
+    assert repr(built) == repr(by_init)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        built.id = "other"  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        del built.link
+    assert weakref.ref(built)() is built
+    assert pickle.loads(pickle.dumps(built)) == built
+    assert attrs.evolve(built, id="other").id == "other"
+
+
+def test_step_lists_read_once_are_not_changed_by_their_source() -> None:
+    names = ["compliance", "a-step-this-version-does-not-know"]
+    first = _structure_fast({**SPEC_PAYLOADS[aiodots.Flow][0], "steps": names}, aiodots.Flow)
+    names.append("payout")
+    again = _structure_fast({**SPEC_PAYLOADS[aiodots.Flow][0], "steps": names}, aiodots.Flow)
+    assert first.steps == (aiodots.Step.COMPLIANCE, "a-step-this-version-does-not-know")
+    assert again.steps == (*first.steps, aiodots.Step.PAYOUT)
+    for bad in ([{"name": "compliance"}], ["compliance", 5]):
+        with pytest.raises(aiodots.InvalidResponseError, match="steps"):
+            structure_response(
+                {**SPEC_PAYLOADS[aiodots.Flow][0], "steps": bad}, aiodots.Flow,
+                method="GET", path="/",
+            )
+
+
+@attrs.frozen(cache_hash=True)
+class _CachedHash:
+    x: int
+
+
+@attrs.frozen
+class _PostInit:
+    x: int
+
+    def __attrs_post_init__(self) -> None:
+        pass
+
+
+@attrs.frozen(slots=False)
+class _NoSlots:
+    x: int
+
+
+@attrs.frozen
+class _Plain:
+    x: int
+    y: str | None = None
+
+
+def test_only_a_model_whose_init_just_stores_is_built_without_it() -> None:
+    assert model_builder.can_build(_Plain)
+    for cls in (_CachedHash, _PostInit, _NoSlots, aiodots.CreateFlow):
+        assert not model_builder.can_build(cls), cls
