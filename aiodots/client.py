@@ -37,7 +37,7 @@ from .resources import (
 )
 from .retry import RetryBudget, RetryPolicy
 from .session import Limits, SessionManager
-from .transport import ClientStats, Transport
+from .transport import ClientStats, Transport, default_headers
 
 __all__ = ["ENVIRONMENTS", "Client"]
 
@@ -128,11 +128,11 @@ class Client:
             RetryBudget() if retry_budget is True else (retry_budget or None)
         )
         self._sessions = SessionManager(
-            limits=limits, timeout=timeout, trace_configs=trace_configs, ssl=ssl
+            limits=limits, timeout=timeout, trace_configs=trace_configs, ssl=ssl,
+            headers=default_headers(basic_auth_header(client_id, api_key)),
         )
         self._transport = Transport(
             base_url=self.base_url,
-            authorization=basic_auth_header(client_id, api_key),
             session=self._sessions.session,
             timeout=self._sessions.default_timeout,
             policy=policy,

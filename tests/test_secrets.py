@@ -55,5 +55,18 @@ async def test_errors_and_tracebacks_with_locals_never_show_the_key(
     rendered = "".join(
         traceback.TracebackException.from_exception(err, capture_locals=True).format()
     )
-    assert "Authorization" in rendered  # the headers dict is shown...
-    assert not leaks(rendered)  # ...with its value redacted
+    assert not leaks(rendered)
+
+
+async def test_the_session_holds_the_key_redacted_and_sends_it_whole(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    # The credentials are the session's default headers (sent with every request): what
+    # a traceback with locals or a debugger shows of them is redacted, what goes out not.
+    mocked.post(FLOWS, payload=flow_json())
+    await client.flows.create(steps=["compliance"])
+    session = client._sessions.session()
+    assert "Authorization" in repr(session.headers)
+    assert not leaks(repr(session.headers))
+    assert not leaks(repr(dict(session.headers)))
+    assert session.headers["Authorization"] == f"Basic {ENCODED}"
