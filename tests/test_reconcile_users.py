@@ -6,6 +6,7 @@ stopping rule."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -18,6 +19,8 @@ import aiodots
 from aiodots.reconcile import CALL_ID_KEY, Reconcile, ReconcileEvent, ScanTooLong, call_id_of
 from aiodots.testing import DotsEmulator, FaultPlan
 from aiodots.watermark import WATERMARK, Known, scan_to_floor
+
+from .test_cli import run_cli
 
 USER: dict[str, Any] = {
     "first_name": "Ada", "last_name": "Lovelace", "country_code": "44",
@@ -146,6 +149,25 @@ async def test_without_reconcile_a_lost_user_answer_fails_and_is_not_repeated(
     assert creates_sent(dots_emulator) == 1
     assert list_requests(dots_emulator) == 0
     assert "metadata" not in dots_emulator.stats.last_request.json()
+
+
+@pytest.mark.slow
+async def test_users_create_on_the_command_line_reconciles_with_a_flag(
+    dots_emulator: DotsEmulator,
+) -> None:
+    args = ("users", "create", "--first-name", "Ada", "--last-name", "L", "--email",
+            "ada@example.com", "--country-code", "1", "--phone-number", "4155550100")
+    dots_emulator.reset_after_next()
+    code, _, err = await run_cli(dots_emulator, *args)
+    assert code == 1  # as before: the answer was lost, the user may exist
+    assert "error:" in err
+    dots_emulator.reset_after_next()
+    code, out, err = await run_cli(dots_emulator, *args, "--reconcile")
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed["id"] in dots_emulator.api.users
+    assert creates_sent(dots_emulator) == 2  # one per run: the second was found, not resent
+    assert len(dots_emulator.api.users) == 2
 
 
 # -- create_many, against the emulator ---------------------------------------------------
