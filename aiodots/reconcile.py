@@ -145,6 +145,9 @@ class Reconcile:
     - `max_pages`: list requests one scan may make; a scan that would need more fails the
       call with its original error rather than read an account's whole history.
     - `on_event`: called with each `ReconcileEvent` (counts, logs).
+
+    Users carry no `created` (`aiodots.watermark`): `clock_skew` and `server_skew` do not
+    apply to them, and `overscan` counts users read past a proven floor.
     """
 
     settle: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from aiodots.testing import DotsEmulator, FaultPlan
 from aiodots.watermark import WATERMARK, Known, scan_to_floor
 
 from .test_cli import run_cli
+from .test_readme import block_after
 
 USER: dict[str, Any] = {
     "first_name": "Ada", "last_name": "Lovelace", "country_code": "44",
@@ -274,6 +276,18 @@ async def test_user_create_many_keeps_a_caller_chosen_call_id(
     assert items[0].result is not None
     assert items[0].result.metadata == {CALL_ID_KEY: "crm-import:row-42"}
     assert len(dots_emulator.api.users) == 1
+
+
+async def test_the_readme_users_example_runs_as_written(
+    dots_client: aiodots.Client, dots_emulator: DotsEmulator
+) -> None:
+    code = block_after("#### Users: `users.create(..., reconcile=True)`")
+    body = textwrap.indent(code.replace("...", "pass"), "    ")
+    namespace: dict[str, Any] = {}
+    exec(f"async def example(dots, rows):\n{body}", namespace)
+    dots_emulator.reset_after_next()
+    await namespace["example"](dots_client, [user(n) for n in range(3)])
+    assert sorted(users_by_email(dots_emulator).values()) == [1, 1, 1, 1]
 
 
 # -- the scan alone, with fakes ----------------------------------------------------------
