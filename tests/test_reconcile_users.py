@@ -6,6 +6,7 @@ stopping rule."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import textwrap
@@ -17,7 +18,14 @@ import attrs
 import pytest
 
 import aiodots
-from aiodots.reconcile import CALL_ID_KEY, Reconcile, ReconcileEvent, ScanTooLong, call_id_of
+from aiodots.reconcile import (
+    CALL_ID_KEY,
+    FOUND_AGAIN_IN,
+    Reconcile,
+    ReconcileEvent,
+    ScanTooLong,
+    call_id_of,
+)
 from aiodots.testing import DotsEmulator, FaultPlan
 from aiodots.watermark import WATERMARK, Known, scan_to_floor
 
@@ -53,6 +61,16 @@ async def existing_users(client: aiodots.Client, emulator: DotsEmulator, count: 
     items = [item async for item in client.users.create_many(rows, concurrency=32)]
     assert all(item.ok for item in items)
     emulator.reset_stats()
+
+
+def test_every_create_the_table_names_takes_reconcile_on_create_and_create_many() -> None:
+    client = aiodots.Client("id", "key", base_url="https://api.dots.dev/api")
+    for create, listing in FOUND_AGAIN_IN.items():
+        assert aiodots.OPERATIONS[listing].rsplit(".", 1)[1] == "list"
+        resource = getattr(client, aiodots.OPERATIONS[create].rsplit(".", 1)[0])
+        for name in ("create", "create_many"):
+            parameter = inspect.signature(getattr(resource, name)).parameters["reconcile"]
+            assert parameter.default is False, (create, name)
 
 
 # -- one create, against the emulator ----------------------------------------------------
