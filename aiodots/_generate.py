@@ -132,6 +132,10 @@ SCHEMA_MODULES: dict[str, str] = {
 #: Resources that get `send_create` and `create_many` (bulk onboarding and payouts).
 BULK_CREATE = {"users", "payouts"}
 
+#: Creates that take `reconcile=` (on `create` and `create_many`), and the list operation
+#: that finds their objects again: decided in `aiodots/reconcile.py` (`FOUND_AGAIN_IN`).
+RECONCILED: dict[str, str] = literal_table("reconcile.py", "FOUND_AGAIN_IN")
+
 #: Numbers the spec types as `number` that are money: integer cents on the wire.
 MONEY = re.compile(r"(^|_)(amount|balance|fee|amounts)($|_)")
 PAGE_PARAMS = ("limit", "starting_after", "ending_before")
@@ -850,6 +854,9 @@ def render_method(m: MethodSpec, resource_class: str) -> list[str]:
         params.append("*")
     for name, annotation, required in args:
         params.append(f"{name}: {annotation}" if required else f"{name}: {annotation} = None")
+    reconciled = reconciled_by(m)
+    if reconciled:
+        params.append("reconcile: bool | Reconcile = False")
     params.append(f"**overrides: Unpack[{overrides_type}]")
     lines: list[str] = []
 
@@ -906,10 +913,24 @@ def render_method(m: MethodSpec, resource_class: str) -> list[str]:
             "again from its start if the call is retried (a file object that cannot seek "
             "is sent once, without retries)."
         )
+    elif reconciled:
+        docstring(RECONCILE_DOC.format(list=RECONCILED[m.key]))
     else:
         docstring()
     if m.body_class:
         lines.append(f"        request = {m.body_class}({body_kwargs})")
+    if reconciled:
+        lines += [
+            "        options = call_options(**overrides)",
+            f"        reconciler = self._reconciler({reconciled}, reconcile, overrides)",
+            "        if reconciler is None:",
+            "            return await self.send_create(request, options)",
+            f"        result: {returns} = await reconciler.create(",
+            "            request, partial(self.send_create, options=options)",
+            "        )",
+            "        return result",
+        ]
+        return lines
     if m.resource in BULK_CREATE and m.verb == "create":
         lines.append(f"        return await self.send_create(request, {send_options})")
         return lines
@@ -935,8 +956,26 @@ def render_method(m: MethodSpec, resource_class: str) -> list[str]:
     return lines
 
 
+RECONCILE_DOC = (
+    "`reconcile=True` (or an `aiodots.Reconcile`): after a failure that may have created "
+    "the object, look it up in `{list}` (by a call id in the reserved metadata key "
+    "`_aiodots_call_id`) and return it, or send again when it provably was not created; "
+    "see `aiodots.watermark`."
+)
+
+
+def reconciled_by(m: MethodSpec) -> str | None:
+    """The list operation's constant for a create that takes `reconcile=`, else None."""
+    if m.verb != "create" or m.key not in RECONCILED:
+        return None
+    resource, verb = METHODS[RECONCILED[m.key]].rsplit(".", 1)
+    assert resource.endswith(m.resource), f"{m.key} is found again in another resource"
+    return "_" + verb.upper()  # the constant `render_operation` names it by
+
+
 def render_bulk(m: MethodSpec) -> list[str]:
     body, result = m.body_class, m.returns
+    reconciled = reconciled_by(m)
     return [
         "",
         f"    async def send_create(self, request: {body}, options: CallOptions | None = None)"
@@ -953,6 +992,7 @@ def render_bulk(m: MethodSpec) -> list[str]:
         "        concurrency: int = DEFAULT_BATCH_CONCURRENCY,",
         "        ordered: bool = False,",
         "        on_progress: Callable[[BatchSummary], None] | None = None,",
+        *(["        reconcile: bool | Reconcile = False,"] if reconciled else []),
         "        **overrides: Unpack[CallOverrides],",
         f"    ) -> Batch[{body}, {result}]:",
         f'        """Create one {singular(m.resource).lower()} per request, at most '
@@ -965,6 +1005,16 @@ def render_bulk(m: MethodSpec) -> list[str]:
             "prepared, and keeps it\n        across all its attempts."
             if any(f.wire == "idempotency_key" for f in m.body_fields) else ""
         ),
+        *(
+            ["", *(f"        {line}" for line in wrap_doc(
+                "`reconcile=True` (or an `aiodots.Reconcile`): each item is tagged with a "
+                "call id (yours when tagged with `aiodots.with_call_id`), and items whose "
+                f"create may have taken effect are looked up in `{RECONCILED[m.key]}`, "
+                "sharing scans, instead of failing; `item.request` is the tagged request. "
+                "The batch reads the list's first page once before its first send; see "
+                "`aiodots.watermark`.", 8))]
+            if reconciled else []
+        ),
         '        """',
         "        return self._create_many(",
         "            requests,",
@@ -974,6 +1024,11 @@ def render_bulk(m: MethodSpec) -> list[str]:
         "            ordered=ordered,",
         "            on_progress=on_progress,",
         "            overrides=overrides,",
+        *(
+            [f"            reconciler=self._reconciler({reconciled}, reconcile, overrides,"
+             " batch=True),"]
+            if reconciled else []
+        ),
         "        )",
     ]
 
@@ -1016,6 +1071,8 @@ def render_resource(gen: Generator, resource: str) -> str:
     if bulk:
         aiodots_imports["aiodots.batch"] = {"Batch", "BatchSummary"}
         aiodots_imports["aiodots.transport"] = {"CallOptions"}
+    if any(reconciled_by(m) for m in methods):
+        aiodots_imports["aiodots.reconcile"] = {"Reconcile"}
     if any(m.returns_kind == "page" for m in methods):
         aiodots_imports["aiodots.models"] = {"Page"}
     if bulk or any(m.query and any(

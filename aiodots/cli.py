@@ -499,10 +499,13 @@ def users() -> None:
 @click.option("--country-code", required=True, help='Phone country code, e.g. "1".')
 @click.option("--phone-number", required=True, help="Digits only.")
 @click.option("--metadata", help="A JSON object, or plain text sent as a string.")
+@click.option("--reconcile", is_flag=True,
+              help="After a failure that may have created the user, look it up instead of"
+                   " failing (needs JSON object metadata, or none).")
 @click.pass_context
 def users_create(
     ctx: click.Context, first_name: str, last_name: str, email: str, country_code: str,
-    phone_number: str, metadata: str | None,
+    phone_number: str, metadata: str | None, reconcile: bool,
 ) -> None:
     """Create one user and print it as JSON."""
     meta = None if metadata is None else parse_metadata(metadata)
@@ -512,6 +515,7 @@ def users_create(
             return await dots.users.create(
                 first_name=first_name, last_name=last_name, email=email,
                 country_code=country_code, phone_number=phone_number, metadata=meta,
+                reconcile=reconcile,
             )
 
     try:

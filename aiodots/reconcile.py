@@ -17,7 +17,12 @@ look-up), looking for the id:
 
 `Reconciler` is the coordinator: calls waiting for a look-up at the same time share one
 scan. It is generic over any listed object with `id`, `created` and `metadata`; a
-resource supplies how to list pages newest first and how to send one request.
+resource supplies how to list pages newest first and how to send one request. Objects
+with no `created` (users) are looked up by `aiodots.watermark.WatermarkReconciler`,
+which shares everything here but the scan's stopping rule.
+
+`FOUND_AGAIN_IN` names the creates that can be reconciled and the list that finds their
+objects again; the generator gives those methods their `reconcile=` parameter.
 """
 
 from __future__ import annotations
@@ -33,16 +38,20 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 import attrs
 
 from .errors import APIConnectionError, APIError, DotsError, InvalidResponseError, ValidationError
-from .models.reserved import CALL_ID_KEY, TaggedMetadata
+from .models.reserved import CALL_ID_KEY, TaggedMetadata, check_reserved_keys
 from .retry import RETRYABLE_STATUSES, UNPROCESSED_STATUSES, ConnectFailed
 
 __all__ = [
     "CALL_ID_KEY",
+    "FOUND_AGAIN_IN",
+    "Coordinator",
+    "Identified",
     "ListNotNewestFirst",
     "Reconcile",
     "ReconcileEvent",
     "Reconciler",
     "ScanTooLong",
+    "Waiter",
     "call_id_of",
     "is_ambiguous",
     "scan_newest_first",
@@ -55,20 +64,36 @@ log = logging.getLogger("aiodots")
 #: 500, 502 and 504 may come after the work was done (see `aiodots.retry`).
 _AMBIGUOUS_STATUSES = RETRYABLE_STATUSES - UNPROCESSED_STATUSES
 
+#: Creates with no idempotency key whose object a reserved metadata key can find again,
+#: and the list it is found in: these take `reconcile=` on `create` and `create_many`.
+#: Flows' methods are written by hand; `python -m aiodots._generate` reads this table for
+#: the others.
+FOUND_AGAIN_IN: dict[str, str] = {
+    "POST /v2/flows": "GET /v2/flows",
+    "POST /v2/users": "GET /v2/users",
+}
+
 EventKind = Literal["ambiguous", "found", "not-found", "gave-up", "scan"]
 
 
-class Listed(Protocol):
-    """What reconciliation reads from a listed object."""
+class Identified(Protocol):
+    """What every reconciliation reads from a listed object."""
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def metadata(self) -> Mapping[str, Any] | str | None: ...
+
+
+class Listed(Identified, Protocol):
+    """A listed object with its creation time, which bounds `Reconciler`'s scan."""
 
     @property
     def id(self) -> str: ...
 
     @property
     def created(self) -> datetime: ...
-
-    @property
-    def metadata(self) -> Mapping[str, Any] | str | None: ...
 
 
 class _Tagged(Protocol):
@@ -79,6 +104,8 @@ class _Tagged(Protocol):
 
 
 T = TypeVar("T", bound=Listed)
+Obj = TypeVar("Obj", bound=Identified)
+B = TypeVar("B")  # what bounds one call's look-up: a cutoff date, a watermark position
 R = TypeVar("R", bound=_Tagged)
 
 
@@ -118,6 +145,9 @@ class Reconcile:
     - `max_pages`: list requests one scan may make; a scan that would need more fails the
       call with its original error rather than read an account's whole history.
     - `on_event`: called with each `ReconcileEvent` (counts, logs).
+
+    Users carry no `created` (`aiodots.watermark`): `clock_skew` and `server_skew` do not
+    apply to them, and `overscan` counts users read past a proven floor.
     """
 
     settle: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
@@ -187,6 +217,10 @@ def with_call_id(request: R, call_id: str) -> R:
             "metadata given as a string cannot carry the reconciliation call id: give it as"
             " a mapping, or create without reconcile"
         )
+    if metadata is not None:
+        # Request models that do not refuse the key themselves still never carry a
+        # caller's copy of it: the call would be looked up under someone else's id.
+        check_reserved_keys(metadata)
     evolved: R = attrs.evolve(request, metadata=TaggedMetadata(metadata, call_id))  # type: ignore[misc]
     return evolved
 
@@ -292,41 +326,48 @@ async def _scan(
 
 
 @attrs.define(eq=False)
-class _Waiter(Generic[T]):
+class Waiter(Generic[Obj, B]):
     call_id: str
-    cutoff: datetime  #: no object this call created can be older than this
+    bound: B  #: what this call's look-up may stop at (a cutoff date, a watermark)
     due: float
-    future: asyncio.Future[T | None]
+    future: asyncio.Future[Obj | None]
 
 
-class Reconciler(Generic[T]):
-    """Runs reconciled calls for one resource; calls waiting for a look-up at the same
-    time share one scan. One per `create_many` batch, or per single reconciled call.
-
-    `newest_first(page_size)` lists the resource a page at a time, newest first.
+class Coordinator(Generic[Obj, B]):
+    """What every reconciler shares: the attempts of one call, and rounds of look-ups in
+    which the calls waiting at the same time share one scan. Subclasses say what bounds
+    a call's look-up (`_bound`), what they learn from an object a call got (`_got`) and
+    how one scan reads the list (`_scan`).
     """
 
     def __init__(
         self,
-        newest_first: Callable[[int], AsyncIterable[Sequence[T]]],
         settings: Reconcile,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
-        self._newest_first = newest_first
         self._sleep = sleep
         self._clock = clock
-        self._now = now
-        self._waiting: list[_Waiter[T]] = []
-        self._serving: list[_Waiter[T]] = []
+        self._waiting: list[Waiter[Obj, B]] = []
+        self._serving: list[Waiter[Obj, B]] = []
         self._task: asyncio.Task[None] | None = None
-        # The newest `created` among objects this reconciler's calls got back: on the
-        # server's clock, and older than anything a call started afterwards can create.
-        self._anchor: datetime | None = None
-        self._in_flight: set[str] = set()  # two calls under one id would find one flow
+        self._in_flight: set[str] = set()  # two calls under one id would find one object
+
+    # -- what subclasses decide ---------------------------------------------------------
+
+    def _bound(self) -> B:
+        """Taken as a call begins, before its first send."""
+        raise NotImplementedError
+
+    def _got(self, obj: Obj, bound: B) -> Obj:
+        """A call of bound `bound` ends with `obj` (its answer, or found)."""
+        return obj
+
+    async def _scan(self, ready: list[Waiter[Obj, B]]) -> tuple[dict[str, Obj], int]:
+        """One scan for every waiter in `ready`: what it found by call id, and its pages."""
+        raise NotImplementedError
 
     # -- the calls ------------------------------------------------------------------------
 
@@ -334,22 +375,22 @@ class Reconciler(Generic[T]):
         """A `create_many` preparer: `coerce`, then tag (a caller's own id is kept)."""
         return lambda raw: tag(coerce(raw))
 
-    async def create(self, request: R, send: Callable[[R], Awaitable[T]]) -> T:
+    async def create(self, request: R, send: Callable[[R], Awaitable[Obj]]) -> Obj:
         """Tag `request` (unless it is already) and send it, reconciled."""
         tagged = tag(request)
         return await self.send_tagged(tagged, send)
 
-    def sender(self, send: Callable[[R], Awaitable[T]]) -> Callable[[R], Awaitable[T]]:
+    def sender(self, send: Callable[[R], Awaitable[Obj]]) -> Callable[[R], Awaitable[Obj]]:
         """A `create_many` call: `send` for requests `prepare` tagged, reconciled."""
         return lambda request: self.send_tagged(request, send)
 
-    async def send_tagged(self, request: R, send: Callable[[R], Awaitable[T]]) -> T:
+    async def send_tagged(self, request: R, send: Callable[[R], Awaitable[Obj]]) -> Obj:
         call_id = call_id_of(request.metadata)
         if call_id is None:
             raise ValidationError("a reconciled request needs a call id: tag it first")
         return await self.run(call_id, lambda: send(request))
 
-    async def run(self, call_id: str, send: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, call_id: str, send: Callable[[], Awaitable[Obj]]) -> Obj:
         """Send, and after each ambiguous failure look `call_id` up before sending again.
 
         Call ids must be unique: one already in flight here is a `ValidationError`.
@@ -362,16 +403,13 @@ class Reconciler(Generic[T]):
         finally:
             self._in_flight.discard(call_id)
 
-    async def _run(self, call_id: str, send: Callable[[], Awaitable[T]]) -> T:
+    async def _run(self, call_id: str, send: Callable[[], Awaitable[Obj]]) -> Obj:
         settings = self.settings
-        if self._anchor is not None:
-            cutoff = self._anchor - timedelta(seconds=settings.server_skew)
-        else:
-            cutoff = self._now() - timedelta(seconds=settings.clock_skew)
+        bound = self._bound()
         last: DotsError | None = None
         for attempt in range(1, settings.max_attempts + 1):
             try:
-                return self._anchored(await send())
+                return self._got(await send(), bound)
             except DotsError as exc:
                 if not is_ambiguous(exc):
                     raise
@@ -379,7 +417,7 @@ class Reconciler(Generic[T]):
             self._emit("ambiguous", call_id, attempt=attempt)
             lookup_error: DotsError | None = None
             try:
-                found = await self._look_up(call_id, cutoff)
+                found = await self._look_up(call_id, bound)
             except DotsError as exc:
                 lookup_error = exc
             if lookup_error is not None:
@@ -388,7 +426,7 @@ class Reconciler(Generic[T]):
                 raise last
             if found is not None:
                 self._emit("found", call_id, attempt=attempt)
-                return self._anchored(found)
+                return self._got(found, bound)
             self._emit("not-found", call_id, attempt=attempt)
             if _certainly_created(last):
                 last.add_note(
@@ -405,12 +443,6 @@ class Reconciler(Generic[T]):
         self._emit("gave-up", call_id, attempt=settings.max_attempts)
         raise last
 
-    def _anchored(self, obj: T) -> T:
-        created = obj.created
-        if self._anchor is None or created > self._anchor:
-            self._anchor = created
-        return obj
-
     def _emit(self, kind: EventKind, call_id: str | None, **fields: int) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("reconcile %s: %s %s", kind, call_id, fields)
@@ -419,9 +451,9 @@ class Reconciler(Generic[T]):
 
     # -- the shared look-up ---------------------------------------------------------------
 
-    async def _look_up(self, call_id: str, cutoff: datetime) -> T | None:
-        future: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(call_id, cutoff, self._clock() + self.settings.settle, future)
+    async def _look_up(self, call_id: str, bound: B) -> Obj | None:
+        future: asyncio.Future[Obj | None] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(call_id, bound, self._clock() + self.settings.settle, future)
         self._waiting.append(waiter)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._rounds(), name="aiodots-reconcile")
@@ -460,19 +492,9 @@ class Reconciler(Generic[T]):
             finally:
                 self._serving = []
 
-    async def _serve(self, ready: list[_Waiter[T]]) -> None:
-        settings = self.settings
-        wanted = {w.call_id for w in ready}
-        cutoff = min(w.cutoff for w in ready)
+    async def _serve(self, ready: list[Waiter[Obj, B]]) -> None:
         try:
-            found, pages = await scan_newest_first(
-                self._newest_first(settings.page_size),
-                cutoff=cutoff,
-                overscan=settings.overscan,
-                match=wanted.__contains__,
-                expect=len(wanted),
-                max_pages=settings.max_pages,
-            )
+            found, pages = await self._scan(ready)
         except Exception as exc:  # a DotsError, or a bug: either way no waiter may hang
             for w in ready:
                 if not w.future.done():
@@ -482,3 +504,53 @@ class Reconciler(Generic[T]):
         for w in ready:
             if not w.future.done():
                 w.future.set_result(found.get(w.call_id))
+
+
+class Reconciler(Coordinator[T, datetime]):
+    """Runs reconciled calls for one resource whose objects carry `created`; calls
+    waiting for a look-up at the same time share one scan. One per `create_many` batch,
+    or per single reconciled call.
+
+    `newest_first(page_size)` lists the resource a page at a time, newest first.
+    """
+
+    def __init__(
+        self,
+        newest_first: Callable[[int], AsyncIterable[Sequence[T]]],
+        settings: Reconcile,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        super().__init__(settings, sleep=sleep, clock=clock)
+        self._newest_first = newest_first
+        self._now = now
+        # The newest `created` among objects this reconciler's calls got back: on the
+        # server's clock, and older than anything a call started afterwards can create.
+        self._anchor: datetime | None = None
+
+    def _bound(self) -> datetime:
+        # No object this call creates can be older than this.
+        settings = self.settings
+        if self._anchor is not None:
+            return self._anchor - timedelta(seconds=settings.server_skew)
+        return self._now() - timedelta(seconds=settings.clock_skew)
+
+    def _got(self, obj: T, bound: datetime) -> T:
+        created = obj.created
+        if self._anchor is None or created > self._anchor:
+            self._anchor = created
+        return obj
+
+    async def _scan(self, ready: list[Waiter[T, datetime]]) -> tuple[dict[str, T], int]:
+        settings = self.settings
+        wanted = {w.call_id for w in ready}
+        return await scan_newest_first(
+            self._newest_first(settings.page_size),
+            cutoff=min(w.bound for w in ready),
+            overscan=settings.overscan,
+            match=wanted.__contains__,
+            expect=len(wanted),
+            max_pages=settings.max_pages,
+        )

@@ -5,7 +5,7 @@ lazy pagination. Resource modules only say which operation a method sends and wi
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -29,8 +29,10 @@ from aiodots.files import Upload
 from aiodots.models import Page
 from aiodots.models._fields import Param
 from aiodots.models.transfers import Transfer
+from aiodots.reconcile import Reconcile
 from aiodots.retry import REPLAY, Replay, is_key_rejection
 from aiodots.transport import CallOptions, Transport
+from aiodots.watermark import WatermarkReconciler
 
 from ._options import CallOverrides, call_options
 
@@ -284,6 +286,7 @@ class Resource:
         ordered: bool,
         on_progress: Callable[[BatchSummary], None] | None,
         overrides: CallOverrides,
+        reconciler: WatermarkReconciler[Any] | None = None,
     ) -> Batch[Req, Any]:
         options = call_options(**overrides)
 
@@ -295,15 +298,41 @@ class Resource:
             # carries the same one (and the caller sees it on `BatchItem.request`).
             return with_idempotency_key(prepare(raw))
 
+        prepared: Callable[[Any], Req] = prepare_keyed
+        call: Callable[[Req], Awaitable[Any]] = run_one
+        if reconciler is not None:  # the call id is fixed when the item is prepared, too
+            tagged: Callable[[Any], Any] = prepare_keyed  # (a model with metadata)
+            sent: Callable[[Any], Awaitable[Any]] = run_one
+            prepared, call = reconciler.prepare(tagged), reconciler.sender(sent)
         return Batch(
             requests,
-            run_one,
-            prepare=prepare_keyed,
+            call,
+            prepare=prepared,
             concurrency=concurrency,
             ordered=ordered,
             on_progress=on_progress,
             retry_counter=self._retry_counter,
         )
+
+    def _reconciler(
+        self,
+        list_op: Operation,
+        reconcile: bool | Reconcile,
+        overrides: CallOverrides,
+        *,
+        batch: bool = False,
+    ) -> WatermarkReconciler[Any] | None:
+        """What runs a create with `reconcile=` (see `aiodots.watermark`), None when off.
+        `list_op` lists the objects the create makes, with no argument but the page's."""
+        settings = Reconcile.of(reconcile)
+        if settings is None:
+            return None
+
+        async def listed(page_size: int) -> AsyncIterator[Sequence[Any]]:
+            async for page in self._pages(list_op, None, {"limit": page_size}, overrides).pages():
+                yield page.data
+
+        return WatermarkReconciler(listed, settings, watermark=batch)
 
 
 #: Keyed creates whose object an earlier attempt made can be found again: both make a

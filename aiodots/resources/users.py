@@ -30,6 +30,7 @@ from aiodots.models.users import (
     UserSubmitComplianceRequestW9,
     UserVerifyRequest,
 )
+from aiodots.reconcile import Reconcile
 from aiodots.transport import CallOptions
 
 from ._base import DEFAULT_BATCH_CONCURRENCY, Operation, Pages, Resource
@@ -142,13 +143,17 @@ class Users(Resource):
         form_1099_adjustment: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | str | None = None,
         payout_options_exclude_list: Iterable[Rail] | None = None,
+        reconcile: bool | Reconcile = False,
         **overrides: Unpack[CallOverrides],
     ) -> User:
         """Create a User.
 
         Create a user.
 
-        `POST /v2/users`.
+        `POST /v2/users`. `reconcile=True` (or an `aiodots.Reconcile`): after a failure that
+        may have created the object, look it up in `GET /v2/users` (by a call id in the
+        reserved metadata key `_aiodots_call_id`) and return it, or send again when it
+        provably was not created; see `aiodots.watermark`.
         """
         request = CreateUser(
             first_name=first_name,
@@ -162,7 +167,12 @@ class Users(Resource):
             metadata=metadata,
             payout_options_exclude_list=payout_options_exclude_list,
         )
-        return await self.send_create(request, call_options(**overrides))
+        options = call_options(**overrides)
+        reconciler = self._reconciler(_LIST, reconcile, overrides)
+        if reconciler is None:
+            return await self.send_create(request, options)
+        result: User = await reconciler.create(request, partial(self.send_create, options=options))
+        return result
 
     async def send_create(self, request: CreateUser, options: CallOptions | None = None) -> User:
         """Create from a prepared `CreateUser` (what `create_many` calls per item)."""
@@ -177,12 +187,19 @@ class Users(Resource):
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         ordered: bool = False,
         on_progress: Callable[[BatchSummary], None] | None = None,
+        reconcile: bool | Reconcile = False,
         **overrides: Unpack[CallOverrides],
     ) -> Batch[CreateUser, User]:
         """Create one user per request, at most `concurrency` at once; see `Batch`.
 
         Each item is a `CreateUser` or a mapping of its fields; bad items end as
         `ValidationError` items without stopping the batch.
+
+        `reconcile=True` (or an `aiodots.Reconcile`): each item is tagged with a call id
+        (yours when tagged with `aiodots.with_call_id`), and items whose create may have
+        taken effect are looked up in `GET /v2/users`, sharing scans, instead of failing;
+        `item.request` is the tagged request. The batch reads the list's first page once
+        before its first send; see `aiodots.watermark`.
         """
         return self._create_many(
             requests,
@@ -192,6 +209,7 @@ class Users(Resource):
             ordered=ordered,
             on_progress=on_progress,
             overrides=overrides,
+            reconciler=self._reconciler(_LIST, reconcile, overrides, batch=True),
         )
 
     async def retrieve(

@@ -25,9 +25,10 @@ from aiohttp import web
 
 from .spec import ApiSpec, InvalidInput, OperationSpec
 
-__all__ = ["ApiState", "IdempotencyMode"]
+__all__ = ["ApiState", "IdempotencyMode", "ListOrder"]
 
 IdempotencyMode = Literal["replay", "reject"]
+ListOrder = Literal["newest-first", "oldest-first"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorFactory = Callable[..., web.Response]
 
@@ -66,6 +67,9 @@ class ApiState:
         #: Check every answer against the spec's response schema (the contract test
         #: does; an answer that fails is a 500 naming why).
         self.check_responses = False
+        #: The order `GET /v2/users` lists in: Dots does not document it, so a test can
+        #: check that reconciliation never counts on it.
+        self.users_order: ListOrder = "newest-first"
         self._link_base = link_base
         self.users: dict[str, dict[str, Any]] = {}
         self.transfers: dict[str, dict[str, Any]] = {}
@@ -228,6 +232,8 @@ class ApiState:
         users = list(self.users.values())
         if "status" in query:
             users = [u for u in users if u.get("status") == query["status"]]
+        if self.users_order == "oldest-first":
+            users.reverse()  # paginate lists the last one first
         return paginate(users, query)
 
     # -- transfers and payouts ------------------------------------------------------------

@@ -44,6 +44,8 @@ class FaultPlan:
     - `reset_rate` of requests whose connection is dropped before processing;
     - `reset_after_rate` of creates (POST) processed, then dropped before the answer: the
       object exists and the client cannot know (what reconciliation is for);
+    - `fail_after_rate` of creates (POST) processed, then answered `fail_after_status`
+      (502 by default) instead: the object exists, the answer says it failed;
     - `rate_limit`: a server-side token bucket (see `ServerRateLimit`).
 
     One-shot faults (`fail_next`, `reset_next`, `truncate_next`, `reset_after_next`,
@@ -63,6 +65,10 @@ class FaultPlan:
     reset_after_rate: float = attrs.field(
         default=0.0, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
     )
+    fail_after_rate: float = attrs.field(
+        default=0.0, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
+    )
+    fail_after_status: int = 502
     seed: int | None = None
 
 
@@ -170,10 +176,13 @@ class FaultState:
 
     def take_after_processing(self, method: str) -> ForcedResponse | Literal["reset"] | None:
         """The fault for a request its endpoint has just processed successfully, if any:
-        queued ones first, then `reset_after_rate` for creates."""
+        queued ones first, then `reset_after_rate` and `fail_after_rate` for creates."""
         if self.after_processing:
             return self.after_processing.popleft()
         rate = self.plan.reset_after_rate
         if rate and method == "POST" and self.random.random() < rate:
             return "reset"
+        rate = self.plan.fail_after_rate
+        if rate and method == "POST" and self.random.random() < rate:
+            return ForcedResponse(status=self.plan.fail_after_status)
         return None
