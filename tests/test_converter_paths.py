@@ -305,3 +305,12 @@ def test_only_a_model_whose_init_just_stores_is_built_without_it() -> None:
     assert model_builder.can_build(_Plain)
     for cls in (_CachedHash, _PostInit, _NoSlots, aiodots.CreateFlow):
         assert not model_builder.can_build(cls), cls
+
+
+def test_a_constructed_page_is_a_page() -> None:
+    new_page = model_builder.make_constructor(aiodots.models.Page)
+    page = new_page((1, 2), True)
+    assert type(page) is aiodots.models.Page
+    assert page == aiodots.models.Page(data=(1, 2), has_more=True)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        page.has_more = False  # type: ignore[misc]

@@ -146,24 +146,32 @@ def enum(*values: str) -> Validator:
     return check
 
 
+#: Values that are JSON as they are. An item of one of these exact types is passed over
+#: without a call, and an item's path (`metadata.key`) is written only for an item that
+#: is looked into: for flat metadata that measured a third of the check (cProfile).
+_JSON_SCALARS = frozenset({str, bool, int, type(None)})
+
+
 def check_json(value: object, where: str, depth: int = 0) -> None:
     if depth > _METADATA_MAX_DEPTH:
         raise ValidationError(f"{where} is nested too deeply")
-    if value is None or isinstance(value, str | bool | int):
+    if type(value) in _JSON_SCALARS or isinstance(value, str | bool | int) or value is None:
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(f"{where} is not a finite number: {value!r}")
         return
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str and not isinstance(key, str):
                 raise ValidationError(f"keys must be strings; got {key!r} in {where}")
-            check_json(item, f"{where}.{key}", depth + 1)
+            if type(item) not in _JSON_SCALARS:
+                check_json(item, f"{where}.{key}", depth + 1)
         return
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            check_json(item, f"{where}[{i}]", depth + 1)
+            if type(item) not in _JSON_SCALARS:
+                check_json(item, f"{where}[{i}]", depth + 1)
         return
     raise ValidationError(f"{where} is not JSON-serialisable: {type(value).__name__}")
 

@@ -136,15 +136,16 @@ def to_steps(value: object) -> tuple[Step | FlowStep, ...]:
         isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable)
     ):
         raise ValidationError("steps must be a list of step names or FlowStep objects")
-    steps = tuple(to_flow_step(v) for v in value)
+    steps = tuple([to_flow_step(v) for v in value])
     if not steps:
         raise ValidationError("steps must not be empty")
-    seen: set[Step] = set()
-    for step in steps:
-        name = step.name if isinstance(step, FlowStep) else step
-        if name in seen:
-            raise ValidationError(f"step {name.value!r} appears more than once")
-        seen.add(name)
+    names = [step.name if isinstance(step, FlowStep) else step for step in steps]
+    if len(set(names)) != len(names):
+        seen: set[Step] = set()
+        for name in names:
+            if name in seen:
+                raise ValidationError(f"step {name.value!r} appears more than once")
+            seen.add(name)
     return steps
 
 
@@ -171,7 +172,7 @@ def to_user_id(value: object) -> str | None:
 def _check_metadata(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None or isinstance(value, str):
         return
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise ValidationError(f"metadata must be a mapping or a string, not {type(value).__name__}")
     check_reserved_keys(value)
     check_json(value, "metadata")
