@@ -171,7 +171,7 @@ class Transport:
     def url_for(self, path: str) -> str:
         return self._base_url + path
 
-    async def request(
+    def request(
         self,
         method: str,
         path: str,
@@ -183,7 +183,7 @@ class Transport:
         decode: Callable[[Any, int], Any] | None = None,
         stream: Callable[[], Any] | None = None,
         idempotency_key: str | None = None,
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """Send one logical call and return its decoded JSON body (None when empty), or
         what `decode(body, status)` makes of it: decoding inside the call lets a body of
         the wrong shape be reported with the status it came with.
@@ -213,16 +213,10 @@ class Transport:
             request.stream = stream
         request.idempotency_key = idempotency_key
         self._stats.calls += 1
-        try:
-            result = await self._attempt(request, 1)
-        except DotsError as exc:
-            if policy.max_retries == 0 or not policy.is_retryable(exc, replay):
-                self._stats.failures += 1
-                raise
-            return await self._retry(request, exc, policy, replay)
-        if self._budget is not None:
-            self._budget.on_success()
-        return result
+        # A plain function that returns the first attempt itself, not a coroutine that
+        # awaits it: every coroutine level between the caller and the socket is crossed
+        # again each time the request resumes.
+        return self._attempt(request, 1, (policy, replay))
 
     async def _retry(
         self, request: _Request, first: DotsError, policy: RetryPolicy, replay: Replay
@@ -309,103 +303,119 @@ class Transport:
             self._budget.on_success(spent)
         return result
 
-    async def _attempt(self, request: _Request, attempt: int) -> Any:
-        limiter = self._limiter
-        waited = await limiter.acquire()
-        if waited:
-            self._stats.limiter_wait_seconds += waited
-        session = self._session()
-        timeout = request.timeout
-        if request.deadline_at is not None:
-            left = request.deadline_at - time.monotonic()
-            if left <= 0:
-                raise APITimeoutError(
-                    "the call's deadline passed", method=request.method, path=request.path
-                )
-            timeout = aiohttp.ClientTimeout(total=min(left, timeout.total or left))
-        data: Any = request.data
-        headers = request.headers
-        if request.stream is not None:
-            data = request.stream()
-            if isinstance(data, aiohttp.FormData):
-                # aiohttp sets the multipart Content-Type with its boundary itself.
-                headers = {k: v for k, v in (headers or {}).items() if k != "Content-Type"}
-        sent_at = limiter.now()
-        self._stats.requests += 1
+    async def _attempt(
+        self, request: _Request, attempt: int, first: tuple[RetryPolicy, Replay] | None = None
+    ) -> Any:
+        """One attempt. The first (given `first`, the call's policy) also ends the call: a
+        failure goes on to the retries (`_retry`), a success counts for the budget."""
         try:
-            async with session.request(
-                request.method,
-                request.url,
-                data=data,
-                params=request.params,
-                headers=headers,
-                timeout=timeout,
-                # A redirect would carry the body and the credentials to another
-                # origin: a 3xx is reported (RedirectError), never followed.
-                allow_redirects=False,
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except TimeoutError as exc:
-            self._stats.connection_errors += 1
-            raise APITimeoutError(
-                "timed out waiting for the API", method=request.method, path=request.path
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            self._stats.connection_errors += 1
-            raise ConnectFailed(
-                f"could not connect: {exc.os_error}",
-                method=request.method,
-                path=request.path,
-            ) from exc
-        except aiohttp.ClientError as exc:
-            self._stats.connection_errors += 1
-            raise APIConnectionError(
-                f"connection failed: {type(exc).__name__}: {exc}",
-                method=request.method,
-                path=request.path,
-            ) from exc
+            limiter = self._limiter
+            waited = await limiter.acquire()
+            if waited:
+                self._stats.limiter_wait_seconds += waited
+            session = self._session()
+            timeout = request.timeout
+            if request.deadline_at is not None:
+                left = request.deadline_at - time.monotonic()
+                if left <= 0:
+                    raise APITimeoutError(
+                        "the call's deadline passed", method=request.method, path=request.path
+                    )
+                timeout = aiohttp.ClientTimeout(total=min(left, timeout.total or left))
+            data: Any = request.data
+            headers = request.headers
+            if request.stream is not None:
+                data = request.stream()
+                if isinstance(data, aiohttp.FormData):
+                    # aiohttp sets the multipart Content-Type with its boundary itself.
+                    headers = {k: v for k, v in (headers or {}).items() if k != "Content-Type"}
+            sent_at = limiter.now()
+            self._stats.requests += 1
+            try:
+                async with session.request(
+                    request.method,
+                    request.url,
+                    data=data,
+                    params=request.params,
+                    headers=headers,
+                    timeout=timeout,
+                    # A redirect would carry the body and the credentials to another
+                    # origin: a 3xx is reported (RedirectError), never followed.
+                    allow_redirects=False,
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+            except TimeoutError as exc:
+                self._stats.connection_errors += 1
+                raise APITimeoutError(
+                    "timed out waiting for the API", method=request.method, path=request.path
+                ) from exc
+            except aiohttp.ClientConnectorError as exc:
+                self._stats.connection_errors += 1
+                raise ConnectFailed(
+                    f"could not connect: {exc.os_error}",
+                    method=request.method,
+                    path=request.path,
+                ) from exc
+            except aiohttp.ClientError as exc:
+                self._stats.connection_errors += 1
+                raise APIConnectionError(
+                    f"connection failed: {type(exc).__name__}: {exc}",
+                    method=request.method,
+                    path=request.path,
+                ) from exc
 
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s %s -> %d (attempt %d, %.1f ms)",
-                request.method, request.path, status, attempt,
-                (limiter.now() - sent_at) * 1000,
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s %s -> %d (attempt %d, %.1f ms)",
+                    request.method, request.path, status, attempt,
+                    (limiter.now() - sent_at) * 1000,
+                )
+            if 200 <= status < 300:
+                header_limiter = self._header_limiter
+                if header_limiter is not None and header_limiter.wants_headers:
+                    header_limiter.on_headers(response.headers)
+                limiter.on_response(status, sent_at, None)
+                if not raw:
+                    data = None
+                else:
+                    try:
+                        data = _json.loads(raw)
+                    except ValueError as exc:
+                        text = excerpt(raw.decode("utf-8", errors="replace"))
+                        raise UnreadableResponseError(
+                            f"the response body is not valid JSON: {text!r}",
+                            status=status, method=request.method, path=request.path,
+                            body=text, headers=dict(response.headers),
+                        ) from exc
+                result = data if request.decode is None else request.decode(data, status)
+                if first is not None and self._budget is not None:
+                    self._budget.on_success()
+                return result
+
+            headers = response.headers  # read only on the error path: success never needs it
+            retry_after = None
+            if status in (429, 503):
+                retry_after = parse_retry_after(headers.get("Retry-After"))
+            if status == 429:
+                self._stats.rate_limited += 1
+            if self._header_limiter is not None:
+                self._header_limiter.on_headers(headers)
+            # A Retry-After this call refuses to wait out must not hold every other caller
+            # that long either: they go on, and fail fast on their own 429s if it persists.
+            pause = retry_after
+            if pause is not None and pause > request.max_pause:
+                pause = None
+            limiter.on_response(status, sent_at, pause)
+            raise error_for_response(
+                status, dict(headers), raw, method=request.method, path=request.path,
+                reason=response.reason, retry_after=retry_after,
             )
-        if 200 <= status < 300:
-            header_limiter = self._header_limiter
-            if header_limiter is not None and header_limiter.wants_headers:
-                header_limiter.on_headers(response.headers)
-            limiter.on_response(status, sent_at, None)
-            if not raw:
-                data = None
-            else:
-                try:
-                    data = _json.loads(raw)
-                except ValueError as exc:
-                    text = excerpt(raw.decode("utf-8", errors="replace"))
-                    raise UnreadableResponseError(
-                        f"the response body is not valid JSON: {text!r}",
-                        status=status, method=request.method, path=request.path,
-                        body=text, headers=dict(response.headers),
-                    ) from exc
-            return data if request.decode is None else request.decode(data, status)
-
-        headers = response.headers  # read only on the error path: success never needs it
-        retry_after = None
-        if status in (429, 503):
-            retry_after = parse_retry_after(headers.get("Retry-After"))
-        if status == 429:
-            self._stats.rate_limited += 1
-        if self._header_limiter is not None:
-            self._header_limiter.on_headers(headers)
-        # A Retry-After this call refuses to wait out must not hold every other caller
-        # that long either: they go on, and fail fast on their own 429s if it persists.
-        limiter.on_response(
-            status, sent_at,
-            retry_after if retry_after is not None and retry_after <= request.max_pause else None,
-        )
-        raise error_for_response(
-            status, dict(headers), raw, method=request.method, path=request.path,
-            reason=response.reason, retry_after=retry_after,
-        )
+        except DotsError as exc:
+            if first is None:
+                raise
+            policy, replay = first
+            if policy.max_retries == 0 or not policy.is_retryable(exc, replay):
+                self._stats.failures += 1
+                raise
+            return await self._retry(request, exc, policy, replay)
