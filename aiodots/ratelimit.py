@@ -106,6 +106,9 @@ class AdaptiveRateLimiter:
     """
 
     SLOW_START_DOUBLING = 0.25
+    # The same after an HTTP-date pause: the probe's refusal is best just before the
+    # server's next whole second (see `_after_pause`), so its ramp spans that second.
+    SLOW_START_DOUBLING_ON_THE_SECOND = 0.5
     SLOW_START_FLOOR = 1.0  # requests/s a slow start begins at, at the least
     RECOVERY = 1.0
     HOLD = 10.0
@@ -127,6 +130,10 @@ class AdaptiveRateLimiter:
     BURST_SPAN = 0.005
     # Tokens of a server's burst this client leaves unused (see `_after_pause`).
     BURST_MARGIN = 2.0
+    # How long before a server's whole second a probe is refused at the latest, when
+    # its pauses are HTTP-dates (at least three times the time a refusal took to come
+    # back: the request must reach the server before its second turns).
+    PROBE_LEAD = 0.05
     LOG_SIZE = 4096  # accepted send times kept for replaying the server's bucket
     # Responses without rate-limit headers after which a success's headers are no
     # longer read (a 429's always are).
@@ -180,6 +187,14 @@ class AdaptiveRateLimiter:
         # and the answer time of the last refusal counted (earlier sends are echoes).
         self._ran_dry: tuple[float, float] | None = None
         self._echoes_before = -math.inf
+        # Whether the last pause was an HTTP-date (it ended on a whole second of the
+        # server's clock), how long its refusal took to come back, and when the probe
+        # after it is to be refused at the latest (see `_after_pause`).
+        self._on_the_second = False
+        self._answer_time = 0.0
+        self._probe_until = math.inf
+        self._first_burst = 1.0
+        self._doubling = self.SLOW_START_DOUBLING
         #: (rate, burst) of the server's bucket, once solved from the send log.
         self.solved: tuple[float, float] | None = None
         # What the server announces of its limit.
@@ -280,7 +295,7 @@ class AdaptiveRateLimiter:
         wait = max((1 - self._tokens) / rate, 1e-4)
         if self._slow_start:
             # The rate doubles while we sleep: wake up to pick up the faster pace.
-            wait = min(wait, self.SLOW_START_DOUBLING / 2)
+            wait = min(wait, self._doubling / 2)
         return wait
 
     # -- feedback -----------------------------------------------------------------------
@@ -291,6 +306,10 @@ class AdaptiveRateLimiter:
             if retry_after is not None and retry_after > 0:
                 if self._adaptive:
                     self._refused(sent_at, now)
+                    # Delta-seconds are whole; an HTTP-date less the clock is not, and
+                    # ends the pause on a whole second of the server's clock.
+                    self._on_the_second = retry_after != int(retry_after)
+                    self._answer_time = now - sent_at
                 self._pause_until = max(self._pause_until, now + retry_after)
                 self._last_pause = retry_after
             elif self._adaptive and sent_at >= self._echoes_before:
@@ -371,6 +390,18 @@ class AdaptiveRateLimiter:
             self._slow_start = True
             self._start_rate = self._bounded(seen / 2)
             self._set_rate(self._start_rate, now)
+            self._first_burst = float(len(phase.sends))
+            if self._on_the_second:
+                # An HTTP-date has a resolution of a second, and a server that rounds
+                # it up (the safe way) makes the next pause last from its refusal to
+                # the second whole second after it: 1 to 2 s, the less the later in
+                # its second the refusal comes. This pause ended on a whole second;
+                # the probe's refusal is best just before the next one, and so is
+                # brought about then if the probe has not met it (`_force_refusal`).
+                self._probe_until = start + 1.0 - max(
+                    self.PROBE_LEAD, 3 * self._answer_time
+                )
+                self._doubling = self.SLOW_START_DOUBLING_ON_THE_SECOND
             if phase.refused_at - phase.start <= self.BURST_SPAN:
                 # The first burst went out at once, so what got through is the server's
                 # burst, and its bucket is full again: send that much (less the margin)
@@ -386,8 +417,14 @@ class AdaptiveRateLimiter:
             self._first_phase = phase
             self._cut(now)
         else:
+            self._probe_until = math.inf
             solved = estimate_bucket(self._first_phase, phase)
-            if solved is None or solved[0] > rate:
+            if solved is None and self._slow_start:
+                # A probe refused only when brought about, with the bucket still full:
+                # the rate is above anything sent yet. Go on probing from there.
+                self._start_rate = rate
+                self._set_rate(rate, now)
+            elif solved is None or solved[0] > rate:
                 self._cut(now)
             else:
                 # The server's bucket is full again after the pause.
@@ -497,7 +534,9 @@ class AdaptiveRateLimiter:
         if t <= 0:
             return
         if self._slow_start:
-            target = self._start_rate * 2 ** (t / self.SLOW_START_DOUBLING)
+            if now >= self._probe_until:
+                self._force_refusal()
+            target = self._start_rate * 2 ** (t / self._doubling)
         else:
             w = self._w_max
             plateau = self.PLATEAU * w
@@ -513,6 +552,14 @@ class AdaptiveRateLimiter:
         target = self._bounded(target)
         if self._rate is None or target > self._rate:
             self._set_rate(target, now)
+
+    def _force_refusal(self) -> None:
+        """End a probe with a refusal now: release at once more requests than the
+        server's bucket can hold (its burst, seen in the first refusal, and one more).
+        What it lets through is still work done, and how much it lets through says
+        how full it was: the probe's log so solves the rate as a natural refusal does."""
+        self._probe_until = math.inf
+        self._capacity = self._tokens = self._first_burst + 1.0
 
     def _bounded(self, rate: float) -> float:
         rate = max(self._min_rate, rate)
