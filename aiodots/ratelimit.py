@@ -193,7 +193,7 @@ class AdaptiveRateLimiter:
         self._on_the_second = False
         self._answer_time = 0.0
         self._probe_until = math.inf
-        self._first_burst = 1.0
+        self._first_burst: float | None = None  # the first refusal's burst, if it was one
         self._doubling = self.SLOW_START_DOUBLING
         #: (rate, burst) of the server's bucket, once solved from the send log.
         self.solved: tuple[float, float] | None = None
@@ -387,30 +387,11 @@ class AdaptiveRateLimiter:
             self._first_phase = phase
             elapsed = max(phase.refused_at - phase.start, 0.1)
             seen = max(len(phase.sends) / elapsed, 2 * self.SLOW_START_FLOOR)
-            self._slow_start = True
-            self._start_rate = self._bounded(seen / 2)
-            self._set_rate(self._start_rate, now)
-            self._first_burst = float(len(phase.sends))
-            if self._on_the_second:
-                # An HTTP-date has a resolution of a second, and a server that rounds
-                # it up (the safe way) makes the next pause last from its refusal to
-                # the second whole second after it: 1 to 2 s, the less the later in
-                # its second the refusal comes. This pause ended on a whole second;
-                # the probe's refusal is best just before the next one, and so is
-                # brought about then if the probe has not met it (`_force_refusal`).
-                self._probe_until = start + 1.0 - max(
-                    self.PROBE_LEAD, 3 * self._answer_time
-                )
-                self._doubling = self.SLOW_START_DOUBLING_ON_THE_SECOND
             if phase.refused_at - phase.start <= self.BURST_SPAN:
                 # The first burst went out at once, so what got through is the server's
-                # burst, and its bucket is full again: send that much (less the margin)
-                # at once. Nothing is lost to a slow start below the rate, and the
-                # probe's log runs from an empty bucket, which is what lets it say the
-                # rate to within a request or two.
-                self._capacity = self._tokens = max(
-                    1.0, len(phase.sends) - self.BURST_MARGIN
-                )
+                # burst (see `_probe`).
+                self._first_burst = float(len(phase.sends))
+            self._probe(self._bounded(seen / 2), start, now)
         elif self._first_phase is None:
             # Throttled by a ceiling from the start: this phase still began with the
             # server's bucket full, and so says what its burst is.
@@ -422,23 +403,50 @@ class AdaptiveRateLimiter:
             if solved is None and self._slow_start:
                 # A probe refused only when brought about, with the bucket still full:
                 # the rate is above anything sent yet. Go on probing from there.
-                self._start_rate = rate
-                self._set_rate(rate, now)
+                self._probe(rate, start, now)
             elif solved is None or solved[0] > rate:
                 self._cut(now)
             else:
                 # The server's bucket is full again after the pause.
                 self._settle(solved, now, full=True)
 
+    def _probe(self, rate: float, start: float, now: float) -> None:
+        """Probe for the rate after a pause that ended at `start`: a slow start from
+        `rate`, doubling until refused."""
+        self._slow_start = True
+        self._start_rate = rate
+        self._set_rate(rate, now)
+        if self._on_the_second and self._first_burst is not None:
+            # An HTTP-date has a resolution of a second, and a server that rounds it up
+            # (the safe way) makes the next pause last from its refusal to the second
+            # whole second after it: 1 to 2 s, the less the later in its second the
+            # refusal comes. This pause ended on a whole second; the probe's refusal is
+            # best just before the next one, and so is brought about then if the probe
+            # has not met it (`_force_refusal`).
+            self._probe_until = self._probe_deadline(start)
+            self._doubling = self.SLOW_START_DOUBLING_ON_THE_SECOND
+        if self._first_burst is not None:
+            # The server's bucket is full again: send its burst (less the margin) at
+            # once. Nothing is lost to a slow start below the rate, and the probe's log
+            # runs from an empty bucket, which is what lets it say the rate to within a
+            # request or two.
+            self._capacity = self._tokens = max(1.0, self._first_burst - self.BURST_MARGIN)
+
+    def _probe_deadline(self, start: float) -> float:
+        """Just before the server's next whole second after a pause that ended on one
+        at `start`: the request must reach the server before its second turns."""
+        return start + 1.0 - max(self.PROBE_LEAD, 3 * self._answer_time)
+
     def _settle(self, solved: tuple[float, float], now: float, *, full: bool) -> None:
         """Send at a (rate, burst) solved from the send log: the plateau at once
         (recovery would only climb to the same place), and, when the server's bucket
         is `full` (after a pause), its burst at once too."""
         assert self._rate is not None
-        if self.solved is not None:
-            # Refused at a rate solved before: the new solution replays a long stretch
-            # sent close to the limit, where a send that left late weighs most. Trust it
-            # no further than an ordinary cut would go.
+        if not self._slow_start:
+            # Refused at a rate held (solved before, or a ceiling): the solution replays
+            # a long stretch sent close to the limit, where a send that left late weighs
+            # most, and another client sharing the limit takes tokens this log cannot
+            # see. Trust it no further than an ordinary cut would go.
             solved = (max(solved[0], self._beta * self._rate), solved[1])
         self.solved = solved
         self._slow_start = False
@@ -559,6 +567,7 @@ class AdaptiveRateLimiter:
         What it lets through is still work done, and how much it lets through says
         how full it was: the probe's log so solves the rate as a natural refusal does."""
         self._probe_until = math.inf
+        assert self._first_burst is not None  # a deadline is set only when it is known
         self._capacity = self._tokens = self._first_burst + 1.0
 
     def _bounded(self, rate: float) -> float:

@@ -373,3 +373,17 @@ async def test_a_refusal_before_the_bucket_refilled_does_not_end_a_slow_start() 
     lim.on_response(200, lim.now(), None)
     assert lim.rate >= start * 4  # doubled twice in half a second: no cut
     assert lim.solved is None
+
+
+async def test_a_probe_brought_to_a_refusal_with_the_bucket_still_full_probes_on() -> None:
+    # 40 times its burst per second: the probe's ramp is still far below the rate when
+    # the second is about to turn, and the refusal it brings about finds the bucket
+    # full, which says only that the rate is higher. The next probe starts from there
+    # instead of a cut below what was sent.
+    clock = FakeSleep()
+    clock.clock += 0.3
+    server = VirtualServer(clock, 400.0, BURST, "http-date")
+    lim, _ = await run_virtual(clock, server, 1500)
+    assert len(server.refused) == 3, server.refused
+    assert lim.solved is not None
+    assert 0.97 * 400 <= lim.solved[0] <= 400
