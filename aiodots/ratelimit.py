@@ -90,18 +90,25 @@ class AdaptiveRateLimiter:
       flatters) but solved for: the server's token bucket is replayed from this
       client's own send log (`ratelimit_estimate`), and the rate set to the solution
       at once, without a recovery climb that would meet the limit again.
+    - Without Retry-After a refusal costs only its own retry, and marks the moment the
+      server's bucket ran dry: a known state too, so the next refusal solves the bucket
+      the same way, and the rate is set to that instead of a cut below it.
     - After each cut the rate climbs back (concave, over `RECOVERY`) to just under the
       last good rate, holds there for `HOLD` seconds (longer when the server makes 429s
       cost a Retry-After pause), then probes upwards slowly in
       case the server's limit has risen. A long job so spends most of its time just
       under the server's limit, and meets a 429 once per probe.
-    - When a pause ends, waiting callers are released at the current rate, never as a
-      burst.
+    - When a pause ends, waiting callers are released at the current rate, after the
+      server's burst (less a margin) once the log has said what it is; never all at
+      once.
     - Waiters are served first come, first served; the head of the queue alone sleeps
       until the next token, so a thousand waiting tasks cost one timer, not a thousand.
     """
 
     SLOW_START_DOUBLING = 0.25
+    # The same after an HTTP-date pause: the probe's refusal is best just before the
+    # server's next whole second (see `_after_pause`), so its ramp spans that second.
+    SLOW_START_DOUBLING_ON_THE_SECOND = 0.5
     SLOW_START_FLOOR = 1.0  # requests/s a slow start begins at, at the least
     RECOVERY = 1.0
     HOLD = 10.0
@@ -118,6 +125,15 @@ class AdaptiveRateLimiter:
     # A probe that meets a 429 with Retry-After costs that whole pause: after pauses of
     # P seconds, hold PAUSE_HOLD * P seconds longer before probing.
     PAUSE_HOLD = 20.0
+    # A first burst whose accepted requests all left within this many seconds is taken
+    # as the server's burst (its bucket refilled by less than a token meanwhile).
+    BURST_SPAN = 0.005
+    # Tokens of a server's burst this client leaves unused (see `_after_pause`).
+    BURST_MARGIN = 2.0
+    # How long before a server's whole second a probe is refused at the latest, when
+    # its pauses are HTTP-dates (at least three times the time a refusal took to come
+    # back: the request must reach the server before its second turns).
+    PROBE_LEAD = 0.05
     LOG_SIZE = 4096  # accepted send times kept for replaying the server's bucket
     # Responses without rate-limit headers after which a success's headers are no
     # longer read (a 429's always are).
@@ -166,6 +182,19 @@ class AdaptiveRateLimiter:
         self._refused_at: float | None = None
         self._first_phase: Phase | None = None
         self._decision_due = False  # a refusal's pause runs: the rate is decided at its end
+        # Without Retry-After: when the first refused request was sent and answered (its
+        # phase is closed at the next refusal, once every answer to the burst is back),
+        # and the answer time of the last refusal counted (earlier sends are echoes).
+        self._ran_dry: tuple[float, float] | None = None
+        self._echoes_before = -math.inf
+        # Whether the last pause was an HTTP-date (it ended on a whole second of the
+        # server's clock), how long its refusal took to come back, and when the probe
+        # after it is to be refused at the latest (see `_after_pause`).
+        self._on_the_second = False
+        self._answer_time = 0.0
+        self._probe_until = math.inf
+        self._first_burst: float | None = None  # the first refusal's burst, if it was one
+        self._doubling = self.SLOW_START_DOUBLING
         #: (rate, burst) of the server's bucket, once solved from the send log.
         self.solved: tuple[float, float] | None = None
         # What the server announces of its limit.
@@ -266,7 +295,7 @@ class AdaptiveRateLimiter:
         wait = max((1 - self._tokens) / rate, 1e-4)
         if self._slow_start:
             # The rate doubles while we sleep: wake up to pick up the faster pace.
-            wait = min(wait, self.SLOW_START_DOUBLING / 2)
+            wait = min(wait, self._doubling / 2)
         return wait
 
     # -- feedback -----------------------------------------------------------------------
@@ -277,12 +306,17 @@ class AdaptiveRateLimiter:
             if retry_after is not None and retry_after > 0:
                 if self._adaptive:
                     self._refused(sent_at, now)
+                    # Delta-seconds are whole; an HTTP-date less the clock is not, and
+                    # ends the pause on a whole second of the server's clock.
+                    self._on_the_second = retry_after != int(retry_after)
+                    self._answer_time = now - sent_at
                 self._pause_until = max(self._pause_until, now + retry_after)
                 self._last_pause = retry_after
-            elif self._adaptive and sent_at >= self._decreased_at:
-                # Only a request sent after the last cut can prove the cut was not enough;
-                # earlier 429s are echoes of the overload that caused it.
-                self._decrease(now)
+            elif self._adaptive and sent_at >= self._echoes_before:
+                # Only a request sent after the last refusal was answered can prove the
+                # rate since is too high; earlier 429s are echoes of that refusal.
+                self._echoes_before = now
+                self._decrease(sent_at, now)
             return
         if status < 500 and self._adaptive:
             now = self._clock()
@@ -353,24 +387,79 @@ class AdaptiveRateLimiter:
             self._first_phase = phase
             elapsed = max(phase.refused_at - phase.start, 0.1)
             seen = max(len(phase.sends) / elapsed, 2 * self.SLOW_START_FLOOR)
-            self._slow_start = True
-            self._start_rate = self._bounded(seen / 2)
-            self._set_rate(self._start_rate, now)
+            if phase.refused_at - phase.start <= self.BURST_SPAN:
+                # The first burst went out at once, so what got through is the server's
+                # burst (see `_probe`).
+                self._first_burst = float(len(phase.sends))
+            self._probe(self._bounded(seen / 2), start, now)
         elif self._first_phase is None:
             # Throttled by a ceiling from the start: this phase still began with the
             # server's bucket full, and so says what its burst is.
             self._first_phase = phase
             self._cut(now)
         else:
+            self._probe_until = math.inf
             solved = estimate_bucket(self._first_phase, phase)
-            if solved is None or solved[0] > rate:
+            if solved is None and self._slow_start:
+                # A probe refused only when brought about, with the bucket still full:
+                # the rate is above anything sent yet. Go on probing from there.
+                self._probe(rate, start, now)
+            elif solved is None or solved[0] > rate:
                 self._cut(now)
             else:
-                self.solved = solved
-                self._slow_start = False
-                self._w_max = solved[0]
-                # The plateau at once: recovery would only climb to the same place.
-                self._set_rate(self._bounded(self.SOLVED_PLATEAU * solved[0]), now)
+                # The server's bucket is full again after the pause.
+                self._settle(solved, now, full=True)
+
+    def _probe(self, rate: float, start: float, now: float) -> None:
+        """Probe for the rate after a pause that ended at `start`: a slow start from
+        `rate`, doubling until refused."""
+        self._slow_start = True
+        self._start_rate = rate
+        self._set_rate(rate, now)
+        if self._on_the_second and self._first_burst is not None:
+            # An HTTP-date has a resolution of a second, and a server that rounds it up
+            # (the safe way) makes the next pause last from its refusal to the second
+            # whole second after it: 1 to 2 s, the less the later in its second the
+            # refusal comes. This pause ended on a whole second; the probe's refusal is
+            # best just before the next one, and so is brought about then if the probe
+            # has not met it (`_force_refusal`).
+            self._probe_until = self._probe_deadline(start)
+            self._doubling = self.SLOW_START_DOUBLING_ON_THE_SECOND
+        if self._first_burst is not None:
+            # The server's bucket is full again: send its burst (less the margin) at
+            # once. Nothing is lost to a slow start below the rate, and the probe's log
+            # runs from an empty bucket, which is what lets it say the rate to within a
+            # request or two.
+            self._capacity = self._tokens = max(1.0, self._first_burst - self.BURST_MARGIN)
+
+    def _probe_deadline(self, start: float) -> float:
+        """Just before the server's next whole second after a pause that ended on one
+        at `start`: the request must reach the server before its second turns."""
+        return start + 1.0 - max(self.PROBE_LEAD, 3 * self._answer_time)
+
+    def _settle(self, solved: tuple[float, float], now: float, *, full: bool) -> None:
+        """Send at a (rate, burst) solved from the send log: the plateau at once
+        (recovery would only climb to the same place), and, when the server's bucket
+        is `full` (after a pause), its burst at once too."""
+        assert self._rate is not None
+        if not self._slow_start:
+            # Refused at a rate held (solved before, or a ceiling): the solution replays
+            # a long stretch sent close to the limit, where a send that left late weighs
+            # most, and another client sharing the limit takes tokens this log cannot
+            # see. Trust it no further than an ordinary cut would go.
+            solved = (max(solved[0], self._beta * self._rate), solved[1])
+        self.solved = solved
+        self._slow_start = False
+        self._w_max = solved[0]
+        # Less two tokens: `_take` lets a queue hold one more than the capacity, and a
+        # head woken late then meets a server bucket that stopped filling at its burst
+        # (traced: a third pause otherwise).
+        burst = max(1.0, math.floor(solved[1]) - self.BURST_MARGIN)
+        if self._ceiling is not None:
+            burst = min(burst, float(self._ceiling.burst))
+        self._set_rate(self._bounded(self.SOLVED_PLATEAU * solved[0]), now)
+        self._capacity = burst
+        self._tokens = burst if full else 0.0
 
     def _close_phase(self, refused: float, next_start: float) -> Phase:
         """The phase that just ended in a refusal, and the start of the next one."""
@@ -404,18 +493,37 @@ class AdaptiveRateLimiter:
             return None
         return sum(1 for t in self._ok_times if t >= start) / span
 
-    def _decrease(self, now: float) -> None:
-        self.decreases += 1
-        self._decreased_at = now
+    def _decrease(self, sent_at: float, now: float) -> None:
+        """A 429 without Retry-After. The server's bucket ran dry when `sent_at` found
+        it: like a pause's end, a known state a phase of the send log can start from."""
         if self._rate is None:
             # First 429 of an unthrottled client: nothing is known of the limit yet but
             # what got through. Start slow from half of that and double until refused.
+            self.decreases += 1
+            self._decreased_at = now
+            self._ran_dry = (sent_at, now)
             elapsed = max(now - (self._first_ok_at or now), 0.1)
             seen = max(len(self._ok_times) / elapsed, 2 * self.SLOW_START_FLOOR)
             self._slow_start = True
             self._start_rate = self._bounded(seen / 2)
             self._set_rate(self._start_rate, now)
             return
+        if self._ran_dry is not None and self._announced is None:
+            if self._first_phase is None:
+                self._first_phase = self._close_phase(*self._ran_dry)
+            phase = self._close_phase(sent_at, now)
+            if not phase.sends:
+                # Refused before the bucket earned a token since it last ran dry: it says
+                # nothing of the rate. The slow start goes on.
+                return
+            solved = estimate_bucket(self._first_phase, phase)
+            if solved is not None and solved[0] <= self._rate:
+                self.decreases += 1
+                self._decreased_at = now
+                self._settle(solved, now, full=False)
+                return
+        self.decreases += 1
+        self._decreased_at = now
         self._cut(now)
 
     def _cut(self, now: float) -> None:
@@ -434,7 +542,9 @@ class AdaptiveRateLimiter:
         if t <= 0:
             return
         if self._slow_start:
-            target = self._start_rate * 2 ** (t / self.SLOW_START_DOUBLING)
+            if now >= self._probe_until:
+                self._force_refusal()
+            target = self._start_rate * 2 ** (t / self._doubling)
         else:
             w = self._w_max
             plateau = self.PLATEAU * w
@@ -450,6 +560,15 @@ class AdaptiveRateLimiter:
         target = self._bounded(target)
         if self._rate is None or target > self._rate:
             self._set_rate(target, now)
+
+    def _force_refusal(self) -> None:
+        """End a probe with a refusal now: release at once more requests than the
+        server's bucket can hold (its burst, seen in the first refusal, and one more).
+        What it lets through is still work done, and how much it lets through says
+        how full it was: the probe's log so solves the rate as a natural refusal does."""
+        self._probe_until = math.inf
+        assert self._first_burst is not None  # a deadline is set only when it is known
+        self._capacity = self._tokens = self._first_burst + 1.0
 
     def _bounded(self, rate: float) -> float:
         rate = max(self._min_rate, rate)

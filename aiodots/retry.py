@@ -26,6 +26,7 @@ from .errors import (
 )
 
 __all__ = [
+    "CLOCK_TOLERANCE",
     "REPLAY",
     "RETRYABLE_STATUSES",
     "UNPROCESSED_STATUSES",
@@ -158,8 +159,21 @@ class ConnectFailed(APIConnectionError):
     """The connection could not be opened, so the request never left this machine."""
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+# How far this machine's clock may disagree with a server's before an HTTP-date is read
+# against the server's own `Date` instead (NTP keeps clocks within milliseconds).
+CLOCK_TOLERANCE = 1.0
+
+
+def parse_retry_after(
+    value: str | None, *, now: datetime | None = None, date: str | None = None
+) -> float | None:
     """Seconds to wait from a `Retry-After` value: delta-seconds or an HTTP-date.
+
+    An HTTP-date is read against this machine's clock (`now`), which keeps its
+    fractions of a second; but when the response's own `Date` (`date`, the server's
+    clock when it answered, truncated to the second) says the two clocks disagree by
+    more than `CLOCK_TOLERANCE`, against that instead (RFC 9110 sec. 10.2.3 leaves the
+    reading to the client; a clock a minute fast would otherwise never wait at all).
 
     Returns None when absent or unreadable (a malformed hint is ignored, not obeyed).
     """
@@ -174,14 +188,27 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         pass
     else:
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    when = _http_date(value)
+    if when is None:
+        return None
+    now = now or datetime.now(UTC)
+    served = _http_date(date)
+    if served is not None:
+        # A `Date` of a clock that agrees with ours reads up to a second behind it.
+        behind = (now - served).total_seconds()
+        if not -CLOCK_TOLERANCE <= behind <= 1 + CLOCK_TOLERANCE:
+            now = served
+    return max(0.0, (when - now).total_seconds())
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def is_ambiguous(exc: BaseException) -> bool:

@@ -396,7 +396,9 @@ class Transport:
             headers = response.headers  # read only on the error path: success never needs it
             retry_after = None
             if status in (429, 503):
-                retry_after = parse_retry_after(headers.get("Retry-After"))
+                retry_after = parse_retry_after(
+                    headers.get("Retry-After"), date=headers.get("Date")
+                )
             if status == 429:
                 self._stats.rate_limited += 1
             if self._header_limiter is not None:

@@ -4,6 +4,7 @@ a server announces. Through the emulator: real sockets, real pauses."""
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import aiodots
 from aiodots.ratelimit import AdaptiveRateLimiter
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
-from aiodots.testing.faults import LimitHeaders, RetryAfterForm
+from aiodots.testing.faults import LimitHeaders, RetryAfterForm, TokenBucket
 
 from .conftest import FakeSleep
 
@@ -47,24 +48,29 @@ async def run_job(
 # nothing of the limit must be refused twice to learn it: once by its first burst, once
 # by the probe that finds the rate (one refusal gives the server's burst, the next its
 # rate). The server can serve 3 bursts and 100/s for the rest, so two pauses put the
-# floor at 2 + (300 - 3 * 10) / 100 = 4.7 s. The issue asks for 4.8 s; this run
-# lands at 4.9-5.0 s on the development machine (the rate is solved 2-3% low, and the
-# slow start after the first pause sends below the rate for its first quarter second),
-# so the bound is the floor plus 0.5 s for that and for a loaded machine. On main, with
-# three or four pauses, the job took 5.9 s.
+# floor at 2 + (300 - 3 * 10) / 100 = 4.7 s; the issue asks for 4.8 s. This run takes
+# 4.76-4.78 s on the development machine, where the same limiter on a virtual clock
+# takes 4.767 s (see `test_two_pauses_solve_the_bucket_and_the_job_runs_at_its_floor`,
+# which holds it to 4.8 s exactly); on main, with three or four pauses, it took 5.9 s,
+# and before this limiter solved the bucket from bounds 4.9-5.0 s. Real sockets add
+# what a loaded machine adds, so the time bound here allows 0.1 s for a busy CI
+# runner; what decides the time, two pauses, the burst solved exactly and the rate
+# solved from below within 2%, is asserted exactly.
 TWO_PAUSE_FLOOR = 2 * 1.0 + (CREATES - 3 * BURST) / RATE
+ISSUE_TARGET = 4.8
+LOADED_MACHINE = 0.1
 
 
 async def test_the_rate_is_found_with_at_most_two_pauses(dots_emulator: DotsEmulator) -> None:
     elapsed, pauses, client = await run_job(dots_emulator)
     assert len(pauses) <= 2, pauses
-    assert elapsed <= TWO_PAUSE_FLOOR + 0.5
+    assert elapsed <= ISSUE_TARGET + LOADED_MACHINE
     limiter = client.limiter
     assert isinstance(limiter, AdaptiveRateLimiter)
     assert limiter.solved is not None
     solved_rate, solved_burst = limiter.solved
-    assert 0.9 * RATE <= solved_rate <= 1.02 * RATE
-    assert solved_burst == pytest.approx(BURST, abs=2)
+    assert 0.98 * RATE <= solved_rate <= RATE
+    assert solved_burst == BURST
     # the first burst's refusals, and the few in flight when the probe met the limit
     assert client.stats.rate_limited <= (CONCURRENCY - BURST) + 15
 
@@ -100,10 +106,11 @@ async def test_the_end_of_a_pause_releases_callers_at_the_rate_not_at_once(
     _, _, _ = await run_job(dots_emulator)
     arrivals = sorted(dots_emulator.stats.arrivals)
     for gap_end in (b for a, b in itertools.pairwise(arrivals) if b - a >= 0.8):
-        # 32 callers were waiting; within 50 ms of the pause's end at most the server's
-        # burst (which its bucket, full again, lets through) may arrive.
+        # 32 callers were waiting; within 50 ms of the pause's end at most what the
+        # server's bucket, full again, lets through may arrive: its burst, sent at once
+        # once it is known, and the rate after it.
         right_after = [t for t in arrivals if gap_end <= t < gap_end + 0.05]
-        assert len(right_after) <= BURST, len(right_after)
+        assert len(right_after) <= BURST + RATE * 0.05, len(right_after)
 
 
 async def test_a_success_s_headers_are_not_read_from_a_server_that_sends_none(
@@ -217,3 +224,166 @@ async def test_the_transport_reads_a_success_s_headers_only_when_asked(
     # a 429's headers are always read (a forced 429 carries no policy); a success's
     # only when the limiter asks
     assert spy.seen == ([policy, None, policy] if wants else [None])
+
+
+# -- the limiter against a server's token bucket, on a virtual clock ---------------------
+#
+# One caller at a time and answers in no time: every decision of the limiter is then
+# exact and repeatable, so these tests can hold it to the floor of what two pauses
+# allow, which the emulator's real sockets and timers blur.
+
+
+SEND_TIME = 1e-5  # seconds one request takes to leave: no two are sent at once
+
+
+class VirtualServer:
+    """The emulator's token bucket on the test's clock, answering each request at once
+    with a 429 that carries Retry-After in the given form."""
+
+    def __init__(self, clock: FakeSleep, rate: float, burst: int, form: RetryAfterForm):
+        self.bucket = TokenBucket(ServerRateLimit(rate=rate, burst=burst), clock=clock.now)
+        self.form = form
+        self.refused: list[float] = []
+
+    def retry_after(self, now: float) -> float | None:
+        if self.form == "none":
+            return None
+        if self.form == "seconds":
+            return 1.0
+        # As the emulator writes it: one second, rounded up to the next whole second
+        # of the server's clock (an HTTP-date has no fractions), less the clock.
+        return math.floor(now) + 2 - now
+
+
+async def run_virtual(
+    clock: FakeSleep, server: VirtualServer, calls: int
+) -> tuple[AdaptiveRateLimiter, list[float]]:
+    """Send `calls` requests through a fresh limiter, each repeated until accepted;
+    return the limiter and when each accepted request was sent."""
+    lim = AdaptiveRateLimiter(clock=clock.now, sleep=clock)
+    accepted: list[float] = []
+    for _ in range(calls):
+        for _attempt in range(50):
+            await lim.acquire()
+            sent = lim.now()
+            clock.clock += SEND_TIME
+            if server.bucket.take() is None:
+                lim.on_response(200, sent, None)
+                accepted.append(sent)
+                break
+            server.refused.append(sent)
+            lim.on_response(429, sent, server.retry_after(sent))
+        else:
+            raise AssertionError("a request was refused 50 times")
+    return lim, accepted
+
+
+async def test_two_pauses_solve_the_bucket_and_the_job_runs_at_its_floor() -> None:
+    clock = FakeSleep()
+    server = VirtualServer(clock, RATE, BURST, "seconds")
+    began = clock.now()
+    lim, accepted = await run_virtual(clock, server, CREATES)
+    assert len(server.refused) == 2  # the first burst's, the probe's: two pauses
+    assert lim.solved is not None
+    rate, burst = lim.solved
+    assert burst == BURST  # whole requests, solved exactly
+    # Never above (that would cost a third pause): the lower end of the rates the log
+    # allows, which is as far below as the probe's last stretch is short.
+    assert 0.98 * RATE <= rate <= RATE
+    # The floor is two pauses of a second, the server's burst used three times and the
+    # rest at its rate: 4.7 s. Above it: the margin of two tokens left unused after
+    # each pause (0.04 s) and the rate solved up to 1.5% low (0.03 s): 4.767 s here,
+    # and on real sockets 4.76-4.78 s. The issue asks for 4.8 s.
+    elapsed = accepted[-1] - began
+    assert TWO_PAUSE_FLOOR <= elapsed <= ISSUE_TARGET, elapsed
+
+
+async def test_the_server_s_burst_goes_out_at_once_when_a_pause_ends() -> None:
+    clock = FakeSleep()
+    server = VirtualServer(clock, RATE, BURST, "seconds")
+    _, accepted = await run_virtual(clock, server, CREATES)
+    for refused in server.refused:
+        resumed = refused + 1.0
+        at_once = [t for t in accepted if resumed <= t < resumed + BURST * SEND_TIME]
+        # the burst less the margin (the first refusal's count was the burst itself)
+        assert len(at_once) == BURST - AdaptiveRateLimiter.BURST_MARGIN
+
+
+async def test_after_an_http_date_pause_the_probe_is_refused_late_in_a_second() -> None:
+    clock = FakeSleep()
+    clock.clock += 0.3  # the job starts a third into a second of the server's clock
+    server = VirtualServer(clock, RATE, BURST, "http-date")
+    lim, _ = await run_virtual(clock, server, CREATES)
+    assert len(server.refused) == 2
+    first, probe = server.refused
+    assert first == pytest.approx(1000.3)
+    # The first pause ends on a whole second; the probe's refusal comes in the last
+    # part of the next one, so its pause (to the second whole second after it) lasts
+    # little more than a second instead of up to two.
+    assert probe - math.floor(probe) >= 0.8, probe
+    assert lim.solved is not None
+    assert 0.99 * RATE <= lim.solved[0] <= RATE
+
+
+async def test_a_probe_still_under_the_limit_is_refused_just_before_the_second_turns() -> (
+    None
+):
+    # A server 15 times its burst per second: the probe's ramp, started from what the
+    # first burst suggested, is still draining the bucket when the second is about to
+    # turn, so the limiter brings the refusal about itself.
+    clock = FakeSleep()
+    clock.clock += 0.3
+    server = VirtualServer(clock, 150.0, BURST, "http-date")
+    lim, _ = await run_virtual(clock, server, 400)
+    assert len(server.refused) == 2
+    probe = server.refused[1]
+    assert 1.0 - AdaptiveRateLimiter.PROBE_LEAD - 0.01 <= probe - math.floor(probe) < 1.0
+    assert lim.solved is not None
+    assert 0.97 * 150 <= lim.solved[0] <= 150
+
+
+async def test_without_retry_after_the_rate_is_solved_too() -> None:
+    clock = FakeSleep()
+    server = VirtualServer(clock, 200.0, 20, "none")
+    began = clock.now()
+    lim, accepted = await run_virtual(clock, server, 3000)
+    assert lim.solved is not None
+    assert 0.99 * 200 <= lim.solved[0] <= 200
+    # The first burst's refusal, the slow start's, and what probing for a higher
+    # limit costs later: a handful, each only its own retry.
+    assert len(server.refused) <= 10, server.refused
+    assert len(accepted) / (accepted[-1] - began) >= 0.99 * 200
+
+
+async def test_a_refusal_before_the_bucket_refilled_does_not_end_a_slow_start() -> None:
+    clock = FakeSleep()
+    lim = AdaptiveRateLimiter(clock=clock.now, sleep=clock)
+    t0 = lim.now()
+    for _ in range(20):
+        lim.on_response(200, t0, None)
+    clock.clock += 0.01
+    lim.on_response(429, t0, None)  # the first burst ran the bucket dry
+    assert lim.rate is not None
+    start = lim.rate
+    # the slow start's first request, refused again: nothing was accepted since the
+    # bucket ran dry, so nothing says the rate is too high
+    clock.clock += 0.01
+    lim.on_response(429, lim.now(), None)
+    clock.clock += 0.5
+    lim.on_response(200, lim.now(), None)
+    assert lim.rate >= start * 4  # doubled twice in half a second: no cut
+    assert lim.solved is None
+
+
+async def test_a_probe_brought_to_a_refusal_with_the_bucket_still_full_probes_on() -> None:
+    # 40 times its burst per second: the probe's ramp is still far below the rate when
+    # the second is about to turn, and the refusal it brings about finds the bucket
+    # full, which says only that the rate is higher. The next probe starts from there
+    # instead of a cut below what was sent.
+    clock = FakeSleep()
+    clock.clock += 0.3
+    server = VirtualServer(clock, 400.0, BURST, "http-date")
+    lim, _ = await run_virtual(clock, server, 1500)
+    assert len(server.refused) == 3, server.refused
+    assert lim.solved is not None
+    assert 0.97 * 400 <= lim.solved[0] <= 400

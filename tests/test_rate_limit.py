@@ -76,10 +76,11 @@ async def test_first_429_throttles_then_recovers_holds_and_probes(fake_sleep: Fa
     lim.on_response(429, lim.now() - 0.001, None)
     assert lim.rate == start
     # slow start: the rate doubles every 0.25 s while successes come back
-    fake_sleep.clock += 0.5
-    lim.on_response(200, lim.now(), None)
+    for _ in range(10):
+        fake_sleep.clock += 0.05
+        lim.on_response(200, lim.now(), None)
     assert lim.rate == pytest.approx(start * 4)
-    # a 429 sent after the cut: cut to beta of what the server was measured to accept
+    # a 429 sent after the cut: down to what the server was found to accept
     lim.on_response(429, lim.now(), None)
     cut = lim.rate
     assert cut is not None

@@ -6,7 +6,15 @@ from collections.abc import Callable
 
 import pytest
 
-from aiodots.ratelimit_estimate import Phase, bucket_level, estimate_bucket, solve_burst
+from aiodots.ratelimit_estimate import (
+    Phase,
+    bucket_level,
+    burst_bounds,
+    estimate_bucket,
+    rate_bounds,
+    replay,
+    solve_burst,
+)
 
 
 def token_bucket(rate: float, burst: float) -> Callable[[float], bool]:
@@ -85,3 +93,51 @@ def test_a_refusal_the_burst_cannot_explain_gives_no_answer() -> None:
     phase = Phase(0.0, 1.0, [0.5])
     assert solve_burst(phase, 10.0) >= 1
     assert estimate_bucket(Phase(0.0, 0.01, [0.0]), Phase(2.0, 2.0, [])) is None
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "burst_size", "start_rate"),
+    [(200, 20, 100, 120), (100, 10, 32, 55), (200, 20, 100, 40), (50, 50, 200, 300),
+     (1000, 5, 50, 200)],
+)
+def test_the_bounds_hold_the_truth_and_the_solution_is_never_above_it(
+    rate: float, burst: float, burst_size: int, start_rate: float
+) -> None:
+    first, second = cold_burst_then_slow_start(
+        rate, burst, burst_size=burst_size, burst_span=0.01, start_rate=start_rate
+    )
+    low, high = burst_bounds(first, rate)
+    assert low <= burst <= high
+    bounds = rate_bounds(second, burst)
+    assert bounds is not None
+    assert bounds[0] <= rate <= bounds[1]
+    solved = estimate_bucket(first, second)
+    assert solved is not None
+    assert solved[1] == pytest.approx(burst, abs=0.5)  # whole requests when they fit
+    assert 0.97 * rate <= solved[0] <= rate  # below costs a little; above, a pause
+
+
+def test_a_phase_that_starts_from_an_empty_bucket_allows_for_a_leftover_token() -> None:
+    # Without a pause the next phase starts where a refusal found the bucket below one
+    # token: 0.6 of one here, which the client cannot know. Then 110/s against 100/s.
+    state = {"t": 0.0, "level": 0.6}
+
+    def accepted(t: float) -> bool:
+        state["level"] = min(10.0, state["level"] + (t - state["t"]) * 100)
+        state["t"] = t
+        if state["level"] >= 1:
+            state["level"] -= 1
+            return True
+        return False
+
+    sends = []
+    t = 0.0
+    while accepted(t := t + 1 / 110):
+        sends.append(t)
+    phase = Phase(0.0, t, sends, rest=0.0)
+    # Counting from an empty bucket, the truth would not have let the first requests
+    # through; with up to a token left over it does, and the bounds hold it.
+    assert replay(phase, 100, 10.0)[0] < 1 <= replay(phase, 100, 10.0, 1.0)[0]
+    bounds = rate_bounds(phase, 10.0)
+    assert bounds is not None
+    assert bounds[0] <= 100 <= bounds[1]

@@ -91,3 +91,30 @@ def test_budget_spends_more_for_timeouts_and_refills_what_a_success_spent() -> N
     for _ in range(50):
         budget.on_success()
     assert budget.tokens == 20
+
+
+@pytest.mark.parametrize(
+    ("date", "seconds"),
+    [
+        # the clocks agree (the Date is truncated to its second): ours keeps fractions
+        ("Thu, 01 Jan 2026 12:00:00 GMT", 30.0),
+        ("Thu, 01 Jan 2026 11:59:59 GMT", 30.0),
+        # ours is a minute fast or a minute slow: the server's clock decides
+        ("Thu, 01 Jan 2026 11:59:00 GMT", 90.0),
+        ("Thu, 01 Jan 2026 12:01:00 GMT", 0.0),
+        # an unreadable Date is no evidence either way
+        ("yesterday", 30.0),
+    ],
+)
+def test_an_http_date_is_read_against_the_server_s_date_when_the_clocks_disagree(
+    date: str, seconds: float
+) -> None:
+    retry_after = "Thu, 01 Jan 2026 12:00:30 GMT"
+    assert parse_retry_after(retry_after, now=NOW, date=date) == seconds
+
+
+def test_an_http_date_keeps_the_fraction_of_a_second_our_clock_reads() -> None:
+    now = NOW.replace(microsecond=700_000)
+    retry_after = "Thu, 01 Jan 2026 12:00:02 GMT"
+    waited = parse_retry_after(retry_after, now=now, date="Thu, 01 Jan 2026 12:00:00 GMT")
+    assert waited == pytest.approx(1.3)
