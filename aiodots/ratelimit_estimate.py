@@ -45,8 +45,9 @@ _ROUNDS = 6  # most alternations between the burst and the rate; they settle in 
 #: lower end). An estimate above the server's rate drains its bucket and, with
 #: Retry-After, costs a third pause; one below it costs that share of the rate for the
 #: rest of the job. The lower end is the truth only when the tightest accepted request
-#: was sent exactly at the limit, so a quarter of the way in: in traced runs (100/s and
-#: 200/s, bursts 10 and 20) the interval was 1-2% of the rate wide and held the truth.
+#: was sent exactly at the limit, yet it is taken: in traced runs (100/s and 200/s,
+#: bursts 10 and 20) the interval was 1-2% of the rate wide and held the truth, and a
+#: third pause costs more than the share below the rate.
 RATE_POSITION = 0.0
 
 
