@@ -555,6 +555,14 @@ class Generator:
                 )
                 # The body model keeps its operation's name even when it is a component.
                 body_fields = self.classes[body_class].fields
+                if key in RECONCILED:
+                    # Only aiodots writes the call id reconciliation looks for (as flows).
+                    for f in body_fields:
+                        if f.wire == "metadata":
+                            f.validator = [
+                                "v.json_value(reserved=True)" if c == "v.json_value()" else c
+                                for c in f.validator
+                            ]
                 base64_file = any(f.annotation.startswith("FileSource") for f in body_fields) and (
                     not multipart
                 )

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import attrs
 
 from aiodots.errors import ValidationError
+from aiodots.models.reserved import check_reserved_keys
 
 __all__ = [
     "boolean",
@@ -176,9 +177,10 @@ def check_json(value: object, where: str, depth: int = 0) -> None:
     raise ValidationError(f"{where} is not JSON-serialisable: {type(value).__name__}")
 
 
-def json_value(*, allow_string: bool = True) -> Validator:
+def json_value(*, allow_string: bool = True, reserved: bool = False) -> Validator:
     """Free-form JSON such as `metadata`: a mapping of plain JSON values, or (where the
-    spec allows it) a string, sent as given."""
+    spec allows it) a string, sent as given. `reserved`: the metadata of a create that
+    reconciliation can tag, where only aiodots may write the call-id key."""
 
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is None:
@@ -191,6 +193,8 @@ def json_value(*, allow_string: bool = True) -> Validator:
         if not isinstance(value, Mapping):
             kinds = "a mapping or a string" if allow_string else "a mapping"
             raise ValidationError(f"{name} must be {kinds}, not {type(value).__name__}")
+        if reserved:
+            check_reserved_keys(value)
         check_json(value, name)
 
     return check

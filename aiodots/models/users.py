@@ -73,7 +73,10 @@ class CreateUser:
     )
     #: Set of key-value pairs that you can attach to an object. This can be useful for
     #: storing additional information about the object in a structured format.
-    metadata: Mapping[str, Any] | str | None = attrs.field(default=None, validator=v.json_value())
+    metadata: Mapping[str, Any] | str | None = attrs.field(
+        default=None,
+        validator=v.json_value(reserved=True),
+    )
     #: List of payout rails to hide from this user in the Dots iframe and block on payout
     #: creation. Empty or omitted means no restriction.
     payout_options_exclude_list: tuple[Rail, ...] | None = attrs.field(
