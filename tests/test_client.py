@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import warnings
 
 import aioresponses
@@ -130,3 +131,58 @@ def test_the_public_names_are_the_documented_ones() -> None:
     assert documented <= set(aiodots.__all__)
     for name in aiodots.__all__:
         assert hasattr(aiodots, name), name
+
+
+def _first_use(client: aiodots.Client) -> asyncio.AbstractEventLoop:
+    """A loop, not running now, in which `client` made its session."""
+    loop = asyncio.new_event_loop()
+
+    async def use() -> None:
+        client._sessions.session()
+
+    loop.run_until_complete(use())
+    return loop
+
+
+def _close(client: aiodots.Client, loop: asyncio.AbstractEventLoop) -> None:
+    loop.run_until_complete(client.close())
+    loop.close()
+
+
+def test_a_client_used_in_a_second_loop_says_so_before_sending() -> None:
+    client = aiodots.Client("id", "key", base_url=BASE_URL)
+    first = _first_use(client)
+    try:
+        with pytest.raises(RuntimeError, match="first used in another event loop"):
+            asyncio.run(client.flows.retrieve("f"))
+    finally:
+        _close(client, first)
+
+
+def test_a_client_used_from_a_loop_in_another_thread_says_so() -> None:
+    client = aiodots.Client("id", "key", base_url=BASE_URL)
+    first = _first_use(client)
+    errors: list[BaseException] = []
+
+    async def from_main_thread_loop() -> None:
+        try:
+            client._sessions.session()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    # The first loop runs (in its own thread) while another thread's loop uses the client.
+    runner = threading.Thread(target=first.run_forever)
+    runner.start()
+    try:
+        asyncio.run(from_main_thread_loop())
+    finally:
+        first.call_soon_threadsafe(first.stop)
+        runner.join(timeout=5)
+        _close(client, first)
+    assert len(errors) == 1
+    assert "first used in another event loop" in str(errors[0])
+
+
+async def test_the_loop_that_made_the_session_keeps_using_it() -> None:
+    async with aiodots.Client("id", "key", base_url=BASE_URL) as client:
+        assert client._sessions.session() is client._sessions.session()
