@@ -1,4 +1,5 @@
-"""JSON encoding for the wire: orjson when installed (the `speedups` extra), else stdlib."""
+"""JSON encoding for the wire: orjson (a core dependency), or the stdlib `json` where
+orjson cannot be imported (a platform without its wheels)."""
 
 from __future__ import annotations
 
