@@ -28,6 +28,7 @@ objects again; the generator gives those methods their `reconcile=` parameter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -107,6 +108,7 @@ T = TypeVar("T", bound=Listed)
 Obj = TypeVar("Obj", bound=Identified)
 B = TypeVar("B")  # what bounds one call's look-up: a cutoff date, a watermark position
 R = TypeVar("R", bound=_Tagged)
+P = TypeVar("P")  # a page of whatever a list holds
 
 
 @attrs.frozen(kw_only=True)
@@ -266,12 +268,20 @@ async def scan_newest_first(
     by call id (the oldest object when an id shows twice) and the pages it read.
     `max_pages` set: `ScanTooLong` rather than read further.
     """
+    async with closing_pages(pages) as iterator:
+        return await _scan(iterator, cutoff, overscan, match, expect, max_pages)
+
+
+@contextlib.asynccontextmanager
+async def closing_pages(pages: AsyncIterable[P]) -> AsyncIterator[AsyncIterator[P]]:
+    """An iterator over `pages`, closed on leaving: a scan that stops early lets the
+    pages' generator finish now (its request context, its cleanup), not at GC time."""
     iterator = aiter(pages)
     try:
-        return await _scan(iterator, cutoff, overscan, match, expect, max_pages)
+        yield iterator
     finally:
         close = getattr(iterator, "aclose", None)
-        if close is not None:  # stopping early: let the pages' generator finish now
+        if close is not None:
             await close()
 
 

@@ -57,7 +57,15 @@ from typing import TypeVar
 import attrs
 
 from .errors import DotsError
-from .reconcile import Coordinator, Identified, Reconcile, ScanTooLong, Waiter, call_id_of
+from .reconcile import (
+    Coordinator,
+    Identified,
+    Reconcile,
+    ScanTooLong,
+    Waiter,
+    call_id_of,
+    closing_pages,
+)
 
 __all__ = ["Known", "WatermarkReconciler", "scan_to_floor"]
 
@@ -104,13 +112,8 @@ async def scan_to_floor(
     `known`: the objects the reconciler knew of as the scan began. Returns what it found
     by call id (the first listed when an id shows twice) and the pages it read.
     """
-    iterator = aiter(pages)
-    try:
+    async with closing_pages(pages) as iterator:
         return await _scan(iterator, known, wanted, overscan, max_pages)
-    finally:
-        close = getattr(iterator, "aclose", None)
-        if close is not None:  # stopping early: let the pages' generator finish now
-            await close()
 
 
 async def _scan(
