@@ -51,6 +51,13 @@ __all__ = [
     "run_job",
 ]
 
+#: Sends per row when a job reconciles (a call's own default is 3): a row fails its pass
+#: only when every send but the last was provably not created and the last was lost
+#: too. At the demo's fault rates (0.5% of creates lost before processing, 0.5% after)
+#: some row of 3,000 does with 3 sends about once in 1,300 jobs, with 5 about once in
+#: fifty million: the job finishes in one pass.
+BULK_SENDS = 5
+
 _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n"}
 _COLUMNS = ("user_id", "steps", "metadata", "require_auth", "hide_go_to_dashboard_on_complete")
@@ -431,7 +438,7 @@ async def run_job(
     progress = JobProgress(total=total)
     already_ok = recorded_ok(output)
     row_of: dict[int, int] = {}
-    settings = Reconcile.of(reconcile)
+    settings = Reconcile(max_attempts=BULK_SENDS) if reconcile is True else Reconcile.of(reconcile)
     outcomes = _RowOutcomes(progress)
     if settings is not None:
         settings = attrs.evolve(settings, on_event=_chain(settings.on_event, outcomes))
