@@ -49,7 +49,7 @@ _fast = cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
 
 
 def _structure_datetime(value: Any, _: Any) -> datetime:
-    if type(value) is str or isinstance(value, str):  # the wire's form first
+    if isinstance(value, str):  # the wire's form first
         parsed = datetime.fromisoformat(value)
     elif isinstance(value, datetime):
         parsed = value
@@ -178,15 +178,15 @@ def _register_structure_hooks(conv: cattrs.Converter) -> None:
     conv.register_structure_hook(Mapping[str, Any] | str | None, _structure_metadata)
     conv.register_structure_hook(str | None, _structure_optional_str)
     conv.register_structure_hook(str, _structure_str)
-    # Every model (one per resource schema) gets cattrs-generated functions, made on first
-    # use from the class itself: no hand-written function per model.
-    conv.register_structure_hook_factory(
-        attrs.has, lambda cls: make_dict_structure_fn(cls, conv, **_wire_names(cls))
-    )
 
 
 _register_structure_hooks(converter)
 _register_structure_hooks(_fast)
+# Every model (one per resource schema) gets a function made on first use from the class
+# itself, never a hand-written one: cattrs' detailed one here, for `_fast` the one below.
+converter.register_structure_hook_factory(
+    attrs.has, lambda cls: make_dict_structure_fn(cls, converter, **_wire_names(cls))
+)
 
 #: For each field type, the exact value types its hook above returns unchanged: the fast
 #: path keeps such a value without calling the hook (None: the hook keeps anything).
@@ -354,7 +354,6 @@ def _structure_explained(
         ) from exc
 
 
-assert model_builder.can_build(Page)
 _new_page = model_builder.make_constructor(Page)  # every list call makes one
 
 

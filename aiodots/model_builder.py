@@ -54,6 +54,8 @@ def can_build(cls: type[Any]) -> bool:
 def _builder_of(cls: type[Any]) -> type[Any]:
     """A subclass of `cls` that adds no slots and stores fields as any plain class does;
     an object made as one and given `cls` as its class is a `cls` like any other."""
+    if not can_build(cls):
+        raise TypeError(f"{cls.__name__} needs its __init__ (see can_build)")
     # Both of object's own methods: only then does CPython give the class the generic C
     # setattr, whose stores the interpreter specialises (one of them alone goes through
     # a Python-level slot call: 1.1k instructions per field instead of about 60).
@@ -83,8 +85,7 @@ def make_structure_fn(
     values each field type's hook would return unchanged; `inline` gives the code that
     reads a field of its type in place of a call to the hook.
     """
-    builder = _builder_of(cls)
-    namespace: dict[str, Any] = {"_builder": builder, "_cls": cls}
+    namespace: dict[str, Any] = {"_builder": _builder_of(cls), "_cls": cls}
     attrs.resolve_types(cls)
     reads: list[str] = []
     stores: list[str] = []

@@ -305,6 +305,8 @@ def test_only_a_model_whose_init_just_stores_is_built_without_it() -> None:
     assert model_builder.can_build(_Plain)
     for cls in (_CachedHash, _PostInit, _NoSlots, aiodots.CreateFlow):
         assert not model_builder.can_build(cls), cls
+        with pytest.raises(TypeError, match="needs its __init__"):
+            model_builder.make_constructor(cls)
 
 
 def test_a_constructed_page_is_a_page() -> None:

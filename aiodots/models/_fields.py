@@ -156,7 +156,7 @@ _JSON_SCALARS = frozenset({str, bool, int, type(None)})
 def check_json(value: object, where: str, depth: int = 0) -> None:
     if depth > _METADATA_MAX_DEPTH:
         raise ValidationError(f"{where} is nested too deeply")
-    if type(value) in _JSON_SCALARS or isinstance(value, str | bool | int) or value is None:
+    if type(value) in _JSON_SCALARS or isinstance(value, str | bool | int):
         return
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -135,19 +135,13 @@ def page_params(query: Mapping[str, Any], op: Operation | None = None) -> dict[s
         not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100
     ):
         raise ValidationError(f"limit must be an integer from 1 to 100, not {limit!r}")
-    after, before = query.get("starting_after"), query.get("ending_before")
-    if after is not None or before is not None:
-        if after is not None and before is not None:
-            raise ValidationError("give starting_after or ending_before, not both")
-        for name, cursor in (("starting_after", after), ("ending_before", before)):
-            if cursor is not None and (not isinstance(cursor, str) or not cursor):
-                raise ValidationError(f"{name} must be an object id, not {cursor!r}")
-    # An int (a page's limit, the common case) is written here, not by `_query_value`.
-    return {
-        name: str(value) if type(value) is int else _query_value(name, value)
-        for name, value in query.items()
-        if value is not None
-    }
+    if query.get("starting_after") is not None and query.get("ending_before") is not None:
+        raise ValidationError("give starting_after or ending_before, not both")
+    for name in ("starting_after", "ending_before"):
+        cursor = query.get(name)
+        if cursor is not None and (not isinstance(cursor, str) or not cursor):
+            raise ValidationError(f"{name} must be an object id, not {cursor!r}")
+    return {name: _query_value(name, value) for name, value in query.items() if value is not None}
 
 
 class Resource:
