@@ -13,6 +13,8 @@ import pytest
 
 import aiodots
 from aiodots.converter import structure_response, unstructure_request
+from aiodots.resources._base import page_params
+from aiodots.resources.apps import _LIST as _APPS_LIST
 
 from .conftest import flow_json
 
@@ -129,3 +131,31 @@ def test_step_values_are_the_documented_names() -> None:
         "compliance", "id-verification", "manage-payouts", "manage-payments",
         "payout", "background-check", "redirect", "pdf-form-fill",
     ]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"limit": 0}, "limit must be an integer from 1 to 100"),
+        ({"limit": 101}, "limit must be an integer from 1 to 100"),
+        ({"limit": True}, "limit must be an integer from 1 to 100"),
+        ({"limit": 10.0}, "limit must be an integer from 1 to 100"),
+        ({"limit": "10"}, "limit must be an integer from 1 to 100"),
+        ({"starting_after": ""}, "starting_after must be an object id"),
+        ({"ending_before": 7}, "ending_before must be an object id"),
+        ({"starting_after": "a", "ending_before": "b"}, "not both"),
+    ],
+)
+def test_page_arguments_are_refused_with_their_name(query: dict[str, object], message: str) -> None:
+    with pytest.raises(aiodots.ValidationError, match=message):
+        page_params(query)
+
+
+def test_page_arguments_are_sent_as_text_and_unset_ones_left_out() -> None:
+    query = {"limit": 10, "starting_after": None, "ending_before": "flow_1", "status": None}
+    assert page_params(query) == {"limit": "10", "ending_before": "flow_1"}
+    # An operation's own checks run first: a UUID cursor is sent as its text.
+    cursor = uuid.uuid4()
+    assert page_params({"starting_after": cursor}, _APPS_LIST) == {"starting_after": str(cursor)}
+    with pytest.raises(aiodots.ValidationError):
+        page_params({"starting_after": "not-a-uuid"}, _APPS_LIST)

