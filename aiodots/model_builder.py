@@ -5,7 +5,9 @@ alike: one function per class, written from `attrs.fields(cls)` on first use, ne
 hand. It reads each field's wire key, keeps a value whose exact type its hook would return
 unchanged (a `str` for a `str` field, a `dict` for a JSON object, ...) without calling the
 hook, hands every other value to the hook, and fills a missing optional field with its
-default. What it accepts and returns is what the cattrs-generated functions would: the
+default. A payload with every key (nearly every answer) has them all read in one call;
+one without some key, or not a mapping, goes field by field, as the cattrs-generated
+functions do. What it accepts and returns is what those functions would: the
 hooks decide every value that is not plainly right, and tests/test_converter_paths.py
 holds the two paths to the same answers on every model.
 
@@ -22,6 +24,7 @@ plain `__setattr__` (one specialised store per field), then gives it the model's
 from __future__ import annotations
 
 import linecache
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -87,61 +90,109 @@ def make_structure_fn(
     """
     namespace: dict[str, Any] = {"_builder": _builder_of(cls), "_cls": cls}
     attrs.resolve_types(cls)
-    reads: list[str] = []
-    stores: list[str] = []
-    for i, field in enumerate(attrs.fields(cls)):
-        key, v = field.metadata.get("wire", field.name), f"v{i}"
-        # What to do with a value that is there: nothing, a type test, or the hook.
-        convert: list[str] = []
-        if field.type not in passthrough or passthrough[field.type] is not None:
-            namespace[f"hook{i}"], namespace[f"type{i}"] = hook_for(field.type), field.type
-            kept = passthrough.get(field.type)
-            if field.type in inline:
-                code, names = inline[field.type]
-                namespace.update(names)
-                convert.extend(code.format(v=v, hook=f"hook{i}({v}, type{i})").splitlines())
-            elif kept:
-                # `is` tests, not `type(v) not in a_set`: measured half the instructions.
-                tests = [f"{v} is not None"] if type(None) in kept else []
-                for j, kept_type in enumerate(t for t in kept if t is not type(None)):
-                    namespace[f"kept{i}_{j}"] = kept_type
-                    tests.append(f"type({v}) is not kept{i}_{j}")
-                convert.append(f"if {' and '.join(tests)}:")
-                convert.append(f"    {v} = hook{i}({v}, type{i})")
-            else:
-                convert.append(f"{v} = hook{i}({v}, type{i})")
-        if field.default is attrs.NOTHING:
-            reads.append(f"    {v} = o[{key!r}]")
-            reads.extend(f"    {line}" for line in convert)
+    fields = attrs.fields(cls)
+    keys = [field.metadata.get("wire", field.name) for field in fields]
+    names = [f"v{i}" for i in range(len(fields))]
+    # Each field: how a value that is there becomes the field's value, and the line that
+    # fills the field when the payload leaves it out (None: the field is required).
+    converts = [
+        _convert_lines(i, field.type, hook_for, passthrough, inline, namespace)
+        for i, field in enumerate(fields)
+    ]
+    defaults = [_default_of(i, field, namespace) for i, field in enumerate(fields)]
+    stores = [f"    obj.{field.name} = {v}" for field, v in zip(fields, names, strict=True)]
+    build = ["    obj = _builder()", *stores, "    obj.__class__ = _cls", "    return obj"]
+
+    # Field by field: what a payload without every key takes.
+    by_field: list[str] = []
+    for key, v, convert, default in zip(keys, names, converts, defaults, strict=True):
+        if default is None:
+            by_field.append(f"    {v} = o[{key!r}]")
+            by_field.extend(f"    {line}" for line in convert)
         else:
-            if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-                namespace[f"default{i}"] = field.default.factory
-                default = f"default{i}()"
-            else:
-                namespace[f"default{i}"] = field.default
-                default = f"default{i}"
             # `in` and a subscript, not `o.get(key, sentinel)`: a method call measured
             # more than the two specialised operations together.
-            reads.append(f"    if {key!r} in o:")
-            reads.append(f"        {v} = o[{key!r}]")
-            reads.extend(f"        {line}" for line in convert)
-            reads.append("    else:")
-            reads.append(f"        {v} = {default}")
-        stores.append(f"    obj.{field.name} = {v}")
+            by_field.append(f"    if {key!r} in o:")
+            by_field.append(f"        {v} = o[{key!r}]")
+            by_field.extend(f"        {line}" for line in convert)
+            by_field.append("    else:")
+            by_field.append(f"        {default}")
     name = f"structure_{cls.__name__}"
-    source = "\n".join(
+    if len(fields) < 2:
+        source = "\n".join([f"def {name}(o, _):", *by_field, *build, ""])
+    else:
+        source = _with_every_key_at_once(name, names, converts, by_field, build)
+        namespace["_every_key"] = operator.itemgetter(*keys)
+    fn: Callable[[Any, Any], Any] = _compile(source, name, cls, namespace)
+    return fn
+
+
+def _with_every_key_at_once(
+    name: str,
+    names: list[str],
+    converts: list[list[str]],
+    by_field: list[str],
+    build: list[str],
+) -> str:
+    # Every key at once, in C, when the payload has them all (the API's answers nearly
+    # always do): one `itemgetter` call in place of an `in` test and a subscript per
+    # field measured 0.5k instructions less for a `Flow`, 5k for a page of ten (callgrind).
+    return "\n".join(
         [
             f"def {name}(o, _):",
-            *reads,
-            "    obj = _builder()",
-            *stores,
-            "    obj.__class__ = _cls",
-            "    return obj",
+            "    try:",
+            f"        {', '.join(names)} = _every_key(o)",
+            "    except (KeyError, TypeError):  # what it answers, field by field",
+            f"        return {name}_by_field(o)",
+            *(f"    {line}" for convert in converts for line in convert),
+            *build,
+            "",
+            f"def {name}_by_field(o):",
+            *by_field,
+            *build,
             "",
         ]
     )
-    fn: Callable[[Any, Any], Any] = _compile(source, name, cls, namespace)
-    return fn
+
+
+def _convert_lines(
+    i: int,
+    field_type: Any,
+    hook_for: Callable[[Any], Callable[[Any, Any], Any]],
+    passthrough: Passthrough,
+    inline: Inline,
+    namespace: dict[str, Any],
+) -> list[str]:
+    """The lines that make field `i`'s value `v{i}` what its hook would: nothing, type
+    tests, inline code, or the hook."""
+    v = f"v{i}"
+    if field_type in passthrough and passthrough[field_type] is None:
+        return []
+    namespace[f"hook{i}"], namespace[f"type{i}"] = hook_for(field_type), field_type
+    kept = passthrough.get(field_type)
+    if field_type in inline:
+        code, names = inline[field_type]
+        namespace.update(names)
+        return code.format(v=v, hook=f"hook{i}({v}, type{i})").splitlines()
+    if kept:
+        # `is` tests, not `type(v) not in a_set`: measured half the instructions.
+        tests = [f"{v} is not None"] if type(None) in kept else []
+        for j, kept_type in enumerate(t for t in kept if t is not type(None)):
+            namespace[f"kept{i}_{j}"] = kept_type
+            tests.append(f"type({v}) is not kept{i}_{j}")
+        return [f"if {' and '.join(tests)}:", f"    {v} = hook{i}({v}, type{i})"]
+    return [f"{v} = hook{i}({v}, type{i})"]
+
+
+def _default_of(i: int, field: Any, namespace: dict[str, Any]) -> str | None:
+    """The line that fills field `i` when the payload leaves it out; None if required."""
+    if field.default is attrs.NOTHING:
+        return None
+    if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+        namespace[f"default{i}"] = field.default.factory
+        return f"v{i} = default{i}()"
+    namespace[f"default{i}"] = field.default
+    return f"v{i} = default{i}"
 
 
 def _compile(source: str, name: str, cls: type[Any], namespace: dict[str, Any]) -> Any:
