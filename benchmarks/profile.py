@@ -27,7 +27,7 @@ from collections import defaultdict
 from typing import Any
 
 from ._emulator import emulator_process
-from .throughput import CLIENTS, RAW_OF, run_loop
+from .throughput import CLIENTS, RAW_OF, run_loop, settle_allocator
 
 #: (layer, test on the function's file name): the first that matches names the layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
@@ -84,6 +84,7 @@ def by_layer(stats: pstats.Stats) -> dict[str, float]:
 
 
 async def profiled(kind: str, base_url: str, n: int, out: str) -> None:
+    settle_allocator()
     job = await CLIENTS[kind](base_url, n)  # includes a warm-up
     profiler = cProfile.Profile()
     profiler.enable()

@@ -270,7 +270,24 @@ def run_loop(main: Awaitable[Any], use_uvloop: bool) -> Any:
         return runner.run(main)  # type: ignore[arg-type]
 
 
+def settle_allocator() -> None:
+    """Put this process's malloc where a long-running one ends up, whatever the client.
+
+    asyncio's selector transport reads a socket with `recv(256 KiB)`: a 256 KiB bytes
+    object, shrunk to what arrived. glibc serves a block that size with `mmap` until the
+    process frees a mapped block at least as large, then from its heap (mallopt(3),
+    M_MMAP_THRESHOLD: the threshold moves up on such a free). Before that, every read is
+    `mmap`, `mremap`, `munmap` and page faults: 10-20% more CPU per GET here. Which
+    regime a fresh process is in depended on its history (the CPU of one client moved
+    between 63 and 78 us per request from run to run; python/cpython#85451 describes the
+    same). One such free, in every client process alike, measures the client's own code.
+    """
+    block = bytearray(1 << 20)
+    del block
+
+
 async def child(kind: str, base_url: str, n: int) -> dict[str, Any]:
+    settle_allocator()
     job = await CLIENTS[kind](base_url, n)  # includes a warm-up: pools and caches filled
     cpu, wall = time.process_time(), time.perf_counter()
     ok = await job()
