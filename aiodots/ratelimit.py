@@ -21,8 +21,13 @@ from .ratelimit_estimate import Phase, estimate_bucket
 from .ratelimit_headers import announced_rate, limit_signal, parse_rate_limit_headers
 
 __all__ = [
-    "AdaptiveRateLimiter", "CredentialBound", "HeaderAwareLimiter", "RateLimit", "RateLimiter"
+    "AdaptiveRateLimiter", "CredentialBound", "HeaderAwareLimiter", "ImmediateLimiter",
+    "RateLimit", "RateLimiter",
 ]
+
+
+#: A time that has not happened (`-inf`, a constant: the hot path compares with it).
+_NEVER = -math.inf
 
 
 @runtime_checkable
@@ -50,6 +55,20 @@ class CredentialBound(Protocol):
     itself (a hash of it, at most)."""
 
     def bind_credentials(self, client_id: str, api_key: str) -> None: ...
+
+
+@runtime_checkable
+class ImmediateLimiter(Protocol):
+    """A limiter that can say at once, without a coroutine, that a request may go now.
+    Optional: the transport calls `try_acquire()` first and awaits `acquire()` only when
+    it returns None. Nearly every request of an unthrottled client finds a slot free, and
+    creating and finishing `acquire()`'s coroutine measured 1.5k instructions (callgrind);
+    the time it returns saves reading the clock again for `on_response`'s `sent_at`."""
+
+    def try_acquire(self) -> float | None:
+        """Take a slot if one is free now and nobody is queued for one, and return the
+        limiter's clock (`now()`); None, without waiting, if there is none."""
+        ...
 
 
 @runtime_checkable
@@ -162,10 +181,10 @@ class AdaptiveRateLimiter:
         self._capacity = float(ceiling.burst if ceiling else 1)
         self._tokens = self._capacity
         self._refilled_at = clock()
-        self._pause_until = -math.inf
+        self._pause_until = _NEVER
         self._waiters: deque[asyncio.Future[None]] = deque()
         # Adaptation state.
-        self._decreased_at = -math.inf
+        self._decreased_at = _NEVER
         self._slow_start = False
         self._start_rate = 0.0
         self._w_max = 0.0
@@ -186,7 +205,7 @@ class AdaptiveRateLimiter:
         # phase is closed at the next refusal, once every answer to the burst is back),
         # and the answer time of the last refusal counted (earlier sends are echoes).
         self._ran_dry: tuple[float, float] | None = None
-        self._echoes_before = -math.inf
+        self._echoes_before = _NEVER
         # Whether the last pause was an HTTP-date (it ended on a whole second of the
         # server's clock), how long its refusal took to come back, and when the probe
         # after it is to be refused at the latest (see `_after_pause`).
@@ -199,7 +218,7 @@ class AdaptiveRateLimiter:
         self.solved: tuple[float, float] | None = None
         # What the server announces of its limit.
         self._announced: float | None = None
-        self._announced_at = -math.inf
+        self._announced_at = _NEVER
         self._signal: tuple[str | None, ...] = (None, None, None, None)
         self._quiet = 0
         #: Whether a success's headers are worth reading: while the server has shown
@@ -227,6 +246,10 @@ class AdaptiveRateLimiter:
         return self._clock()
 
     # -- waiting ------------------------------------------------------------------------
+
+    def try_acquire(self) -> float | None:
+        now = self._clock()
+        return now if not self._waiters and self._take(now) else None
 
     async def acquire(self) -> float:
         started = self._clock()
@@ -267,7 +290,7 @@ class AdaptiveRateLimiter:
             return False
         if self._decision_due:
             self._after_pause(now)
-        if self._decreased_at != -math.inf:
+        if self._decreased_at != _NEVER:
             # The recovery curve is a function of time, not only of successes: a web
             # backend that met one 429 must not stay throttled until its next call.
             self._grow(now)
@@ -321,8 +344,16 @@ class AdaptiveRateLimiter:
         if status < 500 and self._adaptive:
             now = self._clock()
             self._accepted.append(sent_at)
-            self._count_success(now)
-            if self._decreased_at != -math.inf:
+            # Successes of the last WINDOW seconds (`_measured_rate`), counted here and
+            # not in a method of their own: this runs once per request.
+            if self._first_ok_at is None:
+                self._first_ok_at = now
+            times = self._ok_times
+            times.append(now)
+            horizon = now - self.WINDOW
+            while times[0] < horizon:
+                times.popleft()
+            if self._decreased_at != _NEVER:
                 self._grow(now)
 
     def on_headers(self, headers: Mapping[str, str]) -> None:
@@ -349,7 +380,7 @@ class AdaptiveRateLimiter:
         self.wants_headers = True
         self._slow_start = False
         # Send at what the server says, never above; below it only after a refusal.
-        if self._rate is None or self._rate > rate or self._decreased_at == -math.inf:
+        if self._rate is None or self._rate > rate or self._decreased_at == _NEVER:
             self._w_max = rate
             self._set_rate(self._bounded(rate), now)
 
@@ -472,15 +503,6 @@ class AdaptiveRateLimiter:
         self._phase_rest = max(0.0, next_start - last_sent)
         self._refused_at = None
         return phase
-
-    def _count_success(self, now: float) -> None:
-        if self._first_ok_at is None:
-            self._first_ok_at = now
-        times = self._ok_times
-        times.append(now)
-        horizon = now - self.WINDOW
-        while times[0] < horizon:
-            times.popleft()
 
     def _measured_rate(self, now: float) -> float | None:
         """Successes per second over the last window, counting only time spent sending

@@ -31,7 +31,7 @@ from .errors import (
     error_for_response,
     excerpt,
 )
-from .ratelimit import HeaderAwareLimiter, RateLimiter
+from .ratelimit import HeaderAwareLimiter, ImmediateLimiter, RateLimiter
 from .retry import (
     ConnectFailed,
     Replay,
@@ -154,6 +154,7 @@ class Transport:
         self._limiter = limiter
         # A limiter that reads the server's rate-limit headers, if this one does.
         self._header_limiter = limiter if isinstance(limiter, HeaderAwareLimiter) else None
+        self._try_acquire = limiter.try_acquire if isinstance(limiter, ImmediateLimiter) else None
         self._budget = budget
         self._stats = stats
         self._sleep = sleep
@@ -310,9 +311,13 @@ class Transport:
         failure goes on to the retries (`_retry`), a success counts for the budget."""
         try:
             limiter = self._limiter
-            waited = await limiter.acquire()
-            if waited:
-                self._stats.limiter_wait_seconds += waited
+            try_acquire = self._try_acquire
+            sent_at = None if try_acquire is None else try_acquire()
+            if sent_at is None:
+                waited = await limiter.acquire()
+                if waited:
+                    self._stats.limiter_wait_seconds += waited
+                sent_at = limiter.now()
             session = self._session()
             timeout = request.timeout
             if request.deadline_at is not None:
@@ -329,7 +334,7 @@ class Transport:
                 if isinstance(data, aiohttp.FormData):
                     # aiohttp sets the multipart Content-Type with its boundary itself.
                     headers = {k: v for k, v in (headers or {}).items() if k != "Content-Type"}
-            sent_at = limiter.now()
+                sent_at = limiter.now()  # a body read from a file took its time
             self._stats.requests += 1
             try:
                 async with session.request(

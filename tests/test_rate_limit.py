@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import aiodots
-from aiodots.ratelimit import AdaptiveRateLimiter, RateLimit
+from aiodots.ratelimit import AdaptiveRateLimiter, ImmediateLimiter, RateLimit
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
 
 from .conftest import FakeSleep
@@ -29,6 +29,43 @@ async def test_unthrottled_acquire_never_waits(fake_sleep: FakeSleep) -> None:
     lim = limiter(fake_sleep)
     assert [await lim.acquire() for _ in range(1000)] == [0.0] * 1000
     assert fake_sleep.waits == []
+
+
+async def test_try_acquire_takes_a_free_slot_at_once_and_never_one_that_is_not(
+    fake_sleep: FakeSleep,
+) -> None:
+    lim = limiter(fake_sleep, RateLimit(10, burst=2))
+    assert isinstance(lim, ImmediateLimiter)
+    assert lim.try_acquire() == fake_sleep.now()  # the clock, for the request's sent_at
+    assert lim.try_acquire() == fake_sleep.now()
+    assert lim.try_acquire() is None  # the burst is spent: only acquire() waits
+    await fake_sleep(0.1)
+    assert lim.try_acquire() is not None  # a token came back
+    lim.on_response(429, lim.now(), 2.0)
+    assert lim.try_acquire() is None  # a pause holds it too
+    assert fake_sleep.waits == [0.1]
+
+
+async def test_try_acquire_never_jumps_the_queue(fake_sleep: FakeSleep) -> None:
+    asleep = asyncio.Event()
+    wake = asyncio.Event()
+
+    async def held_sleep(seconds: float) -> None:  # moves the clock, then really waits
+        fake_sleep.clock += seconds
+        asleep.set()
+        await wake.wait()
+
+    lim = AdaptiveRateLimiter(RateLimit(10, burst=1), clock=fake_sleep.now, sleep=held_sleep)
+    assert lim.try_acquire() is not None
+    queued = asyncio.ensure_future(lim.acquire())
+    await asyncio.wait_for(asleep.wait(), 5)  # queued, asleep until the next token
+    # The token that came back meanwhile is the queued caller's.
+    assert lim.try_acquire() is None
+    wake.set()
+    assert await asyncio.wait_for(queued, 5) == pytest.approx(0.1)
+    assert lim.try_acquire() is None
+    fake_sleep.clock += 0.1
+    assert lim.try_acquire() == fake_sleep.now()
 
 
 async def test_a_ceiling_is_never_exceeded_by_concurrent_callers(fake_sleep: FakeSleep) -> None:
