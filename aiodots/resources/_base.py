@@ -180,17 +180,13 @@ class Resource:
             body = with_idempotency_key(body)
             key = getattr(body, "idempotency_key", None)
         payload = unstructure_request(body) if body is not None else raw_body
-
-        def decode(data: Any, status: int) -> Any:
-            return op.decode(data, status, path)
-
         # Only a keyed call may need to look its transfer up since it began: the clock is
         # read for those alone, not on every call.
         started = datetime.now(UTC) if key is not None else None
         try:
             return await self._transport.request(
                 op.method, path, body=payload, params=params or None, replay=op.replay,
-                options=options, decode=decode, idempotency_key=key,
+                options=options, decode=op.decode, idempotency_key=key,
             )
         except IdempotencyKeyReusedError:
             # The money moved on an attempt of this call whose answer was lost. Find what
@@ -252,13 +248,9 @@ class Resource:
         if not upload.rewindable:
             options = attrs.evolve(options or CallOptions(), max_retries=0)
         path = op.path_for(path_args)
-
-        def decode(data: Any, status: int) -> Any:
-            return op.decode(data, status, path)
-
         try:
             return await self._transport.request(
-                op.method, path, replay=op.replay, options=options, decode=decode, stream=stream
+                op.method, path, replay=op.replay, options=options, decode=op.decode, stream=stream
             )
         finally:
             upload.close()

@@ -88,12 +88,8 @@ class Flows:
         if not isinstance(flow_id, str) or not flow_id.strip():
             raise ValidationError(f"flow_id must be a non-empty string, not {flow_id!r}")
         path = f"{_PATH}/{quote_segment(flow_id)}"
-
-        def decode(data: Any, status: int) -> Flow:
-            return structure_response(data, Flow, method="GET", path=path, status=status)
-
         flow: Flow = await self._transport.request(
-            "GET", path, options=call_options(**overrides), decode=decode
+            "GET", path, options=call_options(**overrides), decode=_retrieved_flow
         )
         return flow
 
@@ -187,12 +183,16 @@ class Flows:
         return Reconciler(newest_first, settings)
 
 
-def _created_flow(data: Any, status: int) -> Flow:
-    return structure_response(data, Flow, method="POST", path=_PATH, status=status)
+def _created_flow(data: Any, status: int, path: str) -> Flow:
+    return structure_response(data, Flow, method="POST", path=path, status=status)
 
 
-def _flow_page(data: Any, status: int) -> Page[Flow]:
-    return structure_page(data, Flow, method="GET", path=_PATH, status=status)
+def _retrieved_flow(data: Any, status: int, path: str) -> Flow:
+    return structure_response(data, Flow, method="GET", path=path, status=status)
+
+
+def _flow_page(data: Any, status: int, path: str) -> Page[Flow]:
+    return structure_page(data, Flow, method="GET", path=path, status=status)
 
 
 class FlowPages(Pages[Flow]):
