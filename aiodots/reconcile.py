@@ -8,8 +8,8 @@ failure the call waits `settle` seconds for a slow server to finish, then reads 
 resource's list newest first down to the call's start less `clock_skew` (or, once a
 create of the same `Reconciler` has succeeded, down to that object's `created`, read off
 the server's own clock, less `server_skew`), and `overscan` objects past that (the
-list's order need not be strict; a list that is not newest first at all fails the
-look-up), looking for the id:
+list's order need not be strict; a list found not to be newest first at all is read to
+its end, up to `max_pages`), looking for the id:
 
 - found: the call returns that object, never sending again;
 - not found: the create provably did not take effect, so it is sent again under the
@@ -47,7 +47,6 @@ __all__ = [
     "FOUND_AGAIN_IN",
     "Coordinator",
     "Identified",
-    "ListNotNewestFirst",
     "Reconcile",
     "ReconcileEvent",
     "Reconciler",
@@ -241,13 +240,10 @@ class ScanTooLong(DotsError):
     """A look-up would have needed more list requests than `Reconcile.max_pages`."""
 
 
-class ListNotNewestFirst(DotsError):
-    """The list is not ordered newest first, so stopping at a date proves nothing."""
-
-
-#: Objects read before the order is judged, and the share of them that may be newer than
-#: the one listed before them (a newest-first list has a few, from creates finishing
-#: out of order; an oldest-first list has nearly all).
+#: Objects read before the order is judged, and the share of the changes of `created`
+#: from one listed object to the next that may go up (a newest-first list has a few, from
+#: creates finishing out of order; an oldest-first list has nearly all). Equal times say
+#: nothing: objects created in the same millisecond list either way.
 _ORDER_SAMPLE = 20
 _MAX_INVERSIONS = 0.5
 
@@ -264,9 +260,11 @@ async def scan_newest_first(
     """Read `pages` (a list, newest first) for objects whose call id satisfies `match`.
 
     Stops when the list ends, when `expect` distinct ids have been found, or once more
-    than `overscan` objects in a row were created before `cutoff`. Returns what it found
-    by call id (the oldest object when an id shows twice) and the pages it read.
-    `max_pages` set: `ScanTooLong` rather than read further.
+    than `overscan` objects in a row were created before `cutoff`, if the list has shown
+    itself newest first by then; a list that has not is read to its end, since stopping
+    at a date would prove nothing there. Returns what it found by call id (the oldest
+    object when an id shows twice) and the pages it read. `max_pages` set: `ScanTooLong`
+    rather than read further.
     """
     async with closing_pages(pages) as iterator:
         return await _scan(iterator, cutoff, overscan, match, expect, max_pages)
@@ -296,14 +294,18 @@ async def _scan(
     found: dict[str, T] = {}
     read = 0
     older_in_a_row = 0
-    seen = inversions = 0
+    seen = ups = downs = 0
     previous: datetime | None = None
+    warned = False
     async for page in pages:
         read += 1
         for obj in page:
             seen += 1
-            if previous is not None and obj.created > previous:
-                inversions += 1
+            if previous is not None:
+                if obj.created > previous:
+                    ups += 1
+                elif obj.created < previous:
+                    downs += 1
             previous = obj.created
             call_id = call_id_of(obj.metadata)
             if call_id is not None and match(call_id):
@@ -317,14 +319,19 @@ async def _scan(
                     return found, read
             if obj.created < cutoff:
                 older_in_a_row += 1
-                # Stopping at a date needs the order: read enough to judge it first.
+                # Stopping at a date needs the order: only a list that has shown itself
+                # newest first may end the scan here; any other is read on, to its end
+                # if it never does.
                 if older_in_a_row > overscan and seen >= _ORDER_SAMPLE:
-                    if inversions > _MAX_INVERSIONS * seen:
-                        raise ListNotNewestFirst(
-                            f"{inversions} of {seen} listed objects were newer than the one"
-                            " before them: the list is not newest first"
+                    if downs and ups <= _MAX_INVERSIONS * (ups + downs):
+                        return found, read
+                    if ups > _MAX_INVERSIONS * (ups + downs) and not warned:
+                        warned = True
+                        log.warning(
+                            "%d of %d listed objects were newer than the one before them: "
+                            "the list is not newest first, so the look-up reads it to its "
+                            "end", ups, seen,
                         )
-                    return found, read
             else:
                 older_in_a_row = 0
         if max_pages is not None and read >= max_pages:

@@ -5,6 +5,7 @@ user relies on; the engine alone, with fakes, for its bounds."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import uuid
 from collections import Counter
@@ -77,6 +78,35 @@ async def test_a_create_reset_before_processing_is_sent_again_and_created_once(
     sent = [r.json() for r in dots_emulator.stats.last_requests if r.method == "POST"]
     assert sent[0]["metadata"] == sent[1]["metadata"]  # the same call id on both sends
     assert flow.metadata == sent[1]["metadata"]
+
+
+@pytest.mark.parametrize("lost", ["after processing", "before processing"])
+async def test_a_flow_list_oldest_first_is_read_whole_and_never_duplicates(
+    dots_client: aiodots.Client, dots_emulator: DotsEmulator, lost: str
+) -> None:
+    # Dots lists flows newest first; a list that does not must cost more requests, never
+    # a flow twice. 150 flows older than the cutoff come first here, so a scan that
+    # stopped at the date would conclude "not created" on its first page.
+    for _ in range(150):
+        await dots_client.flows.create(steps=["payout"])
+    dots_emulator.flows_order = "oldest-first"
+    await asyncio.sleep(0.05)
+    before = creates_sent(dots_emulator)
+    if lost == "after processing":
+        dots_emulator.reset_after_next()
+    else:
+        dots_emulator.reset_next()
+    settings = attrs.evolve(FAST, clock_skew=0.01, overscan=5, page_size=20)
+    flow = await dots_client.flows.create(steps=["compliance"], reconcile=settings)
+
+    call_id = call_id_of(flow.metadata)
+    tagged = [f for f in dots_emulator.flows.values() if call_id_of(f["metadata"]) == call_id]
+    assert [f["id"] for f in tagged] == [flow.id]
+    assert dots_emulator.stats.duplicates == 0
+    # Found at the end of the list, or provably absent from all of it and sent again.
+    assert creates_sent(dots_emulator) - before == (1 if lost == "after processing" else 2)
+    pages = math.ceil((150 + (1 if lost == "after processing" else 0)) / 20)
+    assert list_requests(dots_emulator) == pages
 
 
 @pytest.mark.parametrize("status", [500, 502, 504])
@@ -512,12 +542,32 @@ async def test_reconcile_takes_true_false_or_settings_only(
     assert dots_emulator.stats.requests == 0
 
 
-async def test_a_list_that_is_not_newest_first_proves_nothing_and_says_so() -> None:
+async def test_a_list_that_is_not_newest_first_is_read_to_its_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Oldest first: stopping at the date would wrongly conclude "not created".
     listing = [at(i) for i in range(30)] + [at(100, "wanted")]
-    with pytest.raises(aiodots.reconcile.ListNotNewestFirst):
-        await scan_newest_first(pages_of(listing, 10), cutoff=T0 + timedelta(seconds=50),
-                                overscan=5, match=lambda c: c == "wanted")
+    with caplog.at_level(logging.WARNING, logger="aiodots"):
+        found, read = await scan_newest_first(
+            pages_of(listing, 10), cutoff=T0 + timedelta(seconds=50),
+            overscan=5, match=lambda c: c == "wanted",
+        )
+    assert set(found) == {"wanted"}
+    assert read == 4
+    assert "not newest first" in caplog.text
+    # Not there at all: every page is read, and the answer is "not created".
+    found, read = await scan_newest_first(
+        pages_of(listing[:-1], 10), cutoff=T0 + timedelta(seconds=50),
+        overscan=5, match=lambda c: c == "wanted",
+    )
+    assert found == {}
+    assert read == 3
+    # ... within `max_pages`, past which the look-up gives up rather than guess.
+    with pytest.raises(aiodots.reconcile.ScanTooLong):
+        await scan_newest_first(
+            pages_of(listing, 10), cutoff=T0 + timedelta(seconds=50),
+            overscan=5, match=lambda c: c == "wanted", max_pages=3,
+        )
     # Newest first with some disorder (creates finishing out of order) is fine.
     shuffled = [at(60 - i + (1.5 if i % 5 == 0 else 0)) for i in range(60)]
     found, _ = await scan_newest_first(pages_of(shuffled, 10), cutoff=T0 + timedelta(seconds=30),

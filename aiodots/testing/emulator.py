@@ -28,7 +28,7 @@ from typing import Any, TypedDict
 import attrs
 from aiohttp import web
 
-from .api import ApiState, IdempotencyMode
+from .api import ApiState, IdempotencyMode, ListOrder
 from .faults import FaultPlan, FaultState, ForcedResponse
 from .spec import InvalidInput as SpecViolation
 from .spec import load_spec
@@ -133,6 +133,9 @@ class DotsEmulator:
         self.flows: dict[str, dict[str, Any]] = {}
         # Creation order, and each id's place in it: a page is found in O(limit).
         self._flow_order: list[str] = []
+        #: The order `GET /v2/flows` lists in (newest first, as Dots does), so that a test
+        #: can check that reconciliation never counts on it.
+        self.flows_order: ListOrder = "newest-first"
         self._flow_index: dict[str, int] = {}
         self._faults = FaultState(faults or FaultPlan())
         self._expected_auth = "Basic " + base64.b64encode(
@@ -416,16 +419,17 @@ class DotsEmulator:
             return _error(400, "'limit' must be between 1 and 100")
         if "starting_after" in query and "ending_before" in query:
             return _error(400, "use 'starting_after' or 'ending_before', not both")
-        # Pages are newest first: position k of that order is creation index n - 1 - k.
+        # Position k of the listing order is creation index n - 1 - k newest first, k
+        # oldest first.
         order, count = self._flow_order, len(self._flow_order)
         if "starting_after" in query:
-            cursor = self._newest_first_position(query["starting_after"])
+            cursor = self._listed_position(query["starting_after"])
             if cursor is None:
                 return _error(400, "'starting_after' is not a known flow id")
             start, end = cursor + 1, min(count, cursor + 1 + limit)
             has_more = end < count
         elif "ending_before" in query:
-            cursor = self._newest_first_position(query["ending_before"])
+            cursor = self._listed_position(query["ending_before"])
             if cursor is None:
                 return _error(400, "'ending_before' is not a known flow id")
             start, end = max(0, cursor - limit), cursor
@@ -433,12 +437,17 @@ class DotsEmulator:
         else:
             start, end = 0, min(count, limit)
             has_more = end < count
-        window = [self.flows[order[count - 1 - k]] for k in range(start, end)]
+        newest_first = self.flows_order == "newest-first"
+        window = [
+            self.flows[order[count - 1 - k if newest_first else k]] for k in range(start, end)
+        ]
         return web.json_response({"data": window, "has_more": has_more})
 
-    def _newest_first_position(self, flow_id: str) -> int | None:
+    def _listed_position(self, flow_id: str) -> int | None:
         index = self._flow_index.get(flow_id)
-        return None if index is None else len(self._flow_order) - 1 - index
+        if index is None or self.flows_order == "oldest-first":
+            return index
+        return len(self._flow_order) - 1 - index
 
 
 def _error(
