@@ -190,7 +190,9 @@ def json_value(*, allow_string: bool = True, reserved: bool = False) -> Validato
             if allow_string:
                 return
             raise ValidationError(f"{name} must be an object, not a string")
-        if not isinstance(value, Mapping):
+        # `type(...) is dict` first: the ABC check against Mapping measured 1.8k
+        # instructions per call (callgrind), and request metadata is nearly always a dict.
+        if type(value) is not dict and not isinstance(value, Mapping):
             kinds = "a mapping or a string" if allow_string else "a mapping"
             raise ValidationError(f"{name} must be {kinds}, not {type(value).__name__}")
         if reserved:

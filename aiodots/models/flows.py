@@ -18,8 +18,7 @@ import attrs
 
 from aiodots.errors import ValidationError
 
-from ._fields import check_json
-from .reserved import check_reserved_keys
+from ._fields import json_value
 
 __all__ = ["CreateFlow", "Flow", "FlowStep", "RedirectStep", "Step"]
 
@@ -169,22 +168,15 @@ def to_user_id(value: object) -> str | None:
     raise ValidationError(f"user_id must be a UUID, not {value!r}")
 
 
-def _check_metadata(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None or isinstance(value, str):
-        return
-    if type(value) is not dict and not isinstance(value, Mapping):
-        raise ValidationError(f"metadata must be a mapping or a string, not {type(value).__name__}")
-    check_reserved_keys(value)
-    check_json(value, "metadata")
-
-
 @attrs.frozen(slots=True, kw_only=True)
 class CreateFlow:
     """The body of `POST /v2/flows`. Fields left as None are not sent."""
 
     steps: tuple[Step | FlowStep, ...] = attrs.field(converter=to_steps)
     user_id: str | None = attrs.field(default=None, converter=to_user_id)
-    metadata: Mapping[str, Any] | str | None = attrs.field(default=None, validator=_check_metadata)
+    metadata: Mapping[str, Any] | str | None = attrs.field(
+        default=None, validator=json_value(reserved=True)
+    )
     require_auth: bool | None = attrs.field(default=None, validator=_optional_bool)
     hide_go_to_dashboard_on_complete: bool | None = attrs.field(
         default=None, validator=_optional_bool
