@@ -162,7 +162,7 @@ class Transport:
         # (`default_headers`); a call sends only what is its own. Three headers given per
         # request measured 9k instructions more than the same three on the session
         # (callgrind, a GET): aiohttp merges per-request headers in Python, header by header.
-        self._headers_get: Mapping[str, str] | None = None
+        # A call without a body so sends none of its own; one with a body, its type.
         self._headers_body: Mapping[str, str] = CIMultiDict({"Content-Type": "application/json"})
 
     @property
@@ -196,7 +196,7 @@ class Transport:
         """
         policy = self._policy if options is None else options.apply(self._policy)
         data = None if body is None else _json.dumps(body)
-        headers = self._headers_get if data is None and stream is None else self._headers_body
+        headers = None if data is None and stream is None else self._headers_body
         if options is not None and options.headers:
             headers = {**(headers or {}), **options.headers}
         request = _Request(
