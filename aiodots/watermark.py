@@ -246,12 +246,7 @@ class WatermarkReconciler(Coordinator[Obj, int]):
 
 
 async def _first_page(pages: AsyncIterable[Sequence[Obj]]) -> Sequence[Obj]:
-    iterator = aiter(pages)
-    try:
+    async with closing_pages(pages) as iterator:
         async for page in iterator:
             return page
         return []
-    finally:
-        close = getattr(iterator, "aclose", None)
-        if close is not None:
-            await close()
