@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
+import aiohttp
 import pytest
 
 import aiodots
@@ -40,6 +42,39 @@ async def test_create_retrieve_and_list_round_trip(
     assert len(listed) == 5
     assert listed[-1] == created.id
     assert dots_emulator.stats.by_route["GET /api/v2/flows"] == 3
+
+
+async def test_a_list_query_arrives_as_aiohttp_sends_params(
+    dots_client: aiodots.Client, dots_emulator: DotsEmulator
+) -> None:
+    # aiodots writes a query of plain characters into the URL itself and leaves any other
+    # to aiohttp's quoting: the server must see the bytes a hand-written `params=` sends.
+    first = await dots_client.flows.create(steps=["payout"])
+    await dots_client.flows.create(steps=["payout"])
+    odd = "a b&c=d/é+%?#"
+    await dots_client.flows.list_page(limit=1)
+    await dots_client.flows.list_page(limit=1, ending_before=first.id)
+    with pytest.raises(aiodots.BadRequestError):  # not a flow's id: the emulator says so
+        await dots_client.flows.list_page(limit=1, starting_after=odd)
+    by_client = [r.target for r in dots_emulator.stats.last_requests if r.method == "GET"]
+
+    dots_emulator.stats.last_requests.clear()
+    credentials = f"{dots_emulator.client_id}:{dots_emulator.api_key}".encode()
+    auth = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+    async with aiohttp.ClientSession(headers=auth) as session:
+        for params in (
+            {"limit": "1"}, {"limit": "1", "ending_before": first.id},
+            {"limit": "1", "starting_after": odd},
+        ):
+            async with session.get(f"{dots_emulator.base_url}/v2/flows", params=params):
+                pass
+    by_hand = [r.target for r in dots_emulator.stats.last_requests]
+
+    assert by_client == by_hand
+    assert by_client[:2] == [
+        "/api/v2/flows?limit=1", f"/api/v2/flows?limit=1&ending_before={first.id}"
+    ]
+    assert by_client[2] == "/api/v2/flows?limit=1&starting_after=a+b%26c%3Dd/%C3%A9%2B%25?%23"
 
 
 # Statuses that are not retried for a create, so one injected failure surfaces as is.

@@ -69,6 +69,8 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    #: The request target as it arrived, undecoded: the path and the query's exact bytes.
+    target: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -290,7 +292,7 @@ class DotsEmulator:
                 stats.last_requests.append(
                     RecordedRequest(
                         request.method, request.path, dict(request.query),
-                        dict(request.headers), body,
+                        dict(request.headers), body, request.raw_path,
                     )
                 )
             if b'"idempotency_key"' in body:
