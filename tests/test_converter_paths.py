@@ -31,6 +31,7 @@ import aiodots.resources
 from aiodots import model_builder
 from aiodots.converter import (
     _fast_hook,
+    _fast_items,
     _structure_explained,
     _structure_fast,
     converter,
@@ -144,10 +145,16 @@ def _bad_payloads(good: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def _assert_paths_agree(cls: type[Any], payload: dict[str, Any]) -> tuple[Any, ...]:
     detailed = _outcome(lambda: converter.structure(payload, cls))
     fast = _outcome(lambda: _structure_fast(payload, cls))
+    # A list answer's items in one loop, this payload between two of the spec's own.
+    good = SPEC_PAYLOADS.get(cls, [payload])[0]
+    items = _outcome(lambda: _fast_items(cls)([good, payload, good]))
     if detailed[0] == "ok":
         assert fast == detailed, f"{cls.__name__}: the fast path differs on {payload!r}"
+        around = converter.structure(good, cls)
+        assert items == ("ok", (around, detailed[1], around)), f"{cls.__name__}: {payload!r}"
     else:
         assert fast[0] == "error", f"{cls.__name__}: only the fast path accepts {payload!r}"
+        assert items[0] == "error", f"{cls.__name__}: only the items path takes {payload!r}"
     answered = _outcome(lambda: structure_response(payload, cls, method="GET", path="/x"))
     explained = _outcome(
         lambda: _structure_explained(payload, cls, method="GET", path="/x", status=200)
@@ -275,6 +282,25 @@ def test_step_lists_read_once_are_not_changed_by_their_source() -> None:
                 {**SPEC_PAYLOADS[aiodots.Flow][0], "steps": bad}, aiodots.Flow,
                 method="GET", path="/",
             )
+
+
+def test_each_step_field_reads_a_page_of_varied_lists_as_the_hook_does() -> None:
+    # The inline code keeps the last list each field read: flows whose lists alternate,
+    # repeat, empty out or share a value across the two fields must each get their own.
+    lists = [
+        ["compliance"], ["compliance"], [], ["compliance", "payout"], ["compliance"],
+        ["payout"], ["a-new-step"], ["a-new-step"], [], ["compliance", "payout"],
+    ]
+    items = [
+        {**SPEC_PAYLOADS[aiodots.Flow][0], "steps": steps, "completed_steps": lists[-1 - i]}
+        for i, steps in enumerate(lists)
+    ]
+    page = structure_page({"data": items}, aiodots.Flow, method="GET", path="/")
+    for flow, item in zip(page.data, items, strict=True):
+        assert flow.steps == converter.structure(item, aiodots.Flow).steps
+        assert flow.completed_steps == converter.structure(item, aiodots.Flow).completed_steps
+    assert [flow.steps for flow in page.data][:3] == [(aiodots.Step.COMPLIANCE,)] * 2 + [()]
+    assert page.data[6].steps == ("a-new-step",)
 
 
 @attrs.frozen(cache_hash=True)
