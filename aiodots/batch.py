@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from .errors import ValidationError
+from .running_loop import running_loop
 
 __all__ = ["Batch", "BatchItem", "BatchSummary"]
 
@@ -82,7 +83,7 @@ class _Results(Generic[T]):
 
     async def put(self, item: T) -> None:
         while len(self._items) >= self._capacity:
-            room = asyncio.get_running_loop().create_future()
+            room = running_loop().create_future()
             self._producers.append(room)
             try:
                 await room
@@ -99,7 +100,7 @@ class _Results(Generic[T]):
 
     async def get(self) -> T:
         while not self._items:
-            self._consumer = asyncio.get_running_loop().create_future()
+            self._consumer = running_loop().create_future()
             await self._consumer
         item = self._items.popleft()
         self._make_room()

@@ -19,6 +19,7 @@ import attrs
 
 from .ratelimit_estimate import Phase, estimate_bucket
 from .ratelimit_headers import announced_rate, limit_signal, parse_rate_limit_headers
+from .running_loop import running_loop
 
 __all__ = [
     "AdaptiveRateLimiter", "CredentialBound", "HeaderAwareLimiter", "ImmediateLimiter",
@@ -255,7 +256,7 @@ class AdaptiveRateLimiter:
         started = self._clock()
         if not self._waiters and self._take(started):
             return 0.0
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = running_loop().create_future()
         self._waiters.append(waiter)
         if len(self._waiters) == 1:
             waiter.set_result(None)

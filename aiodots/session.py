@@ -12,6 +12,7 @@ import aiohttp
 import attrs
 
 from .errors import ClientClosedError
+from .running_loop import running_loop
 
 __all__ = ["Limits", "SessionManager"]
 
@@ -61,7 +62,7 @@ class SessionManager:
 
     def session(self) -> aiohttp.ClientSession:
         """The session, created on first use. Must be called inside the running loop."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         session = self._session
         if session is not None:
             if loop is not self._loop:

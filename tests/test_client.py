@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
+import os
+import sys
 import threading
 import warnings
 
@@ -181,6 +184,91 @@ def test_a_client_used_from_a_loop_in_another_thread_says_so() -> None:
         _close(client, first)
     assert len(errors) == 1
     assert "first used in another event loop" in str(errors[0])
+
+
+async def test_a_task_handing_work_to_another_loop_is_told_so_there() -> None:
+    # run_coroutine_threadsafe copies the calling task's context, in which this task's
+    # loop was seen: the copy runs in the other loop's thread, and must ask again.
+    client = aiodots.Client("id", "key", base_url=BASE_URL)
+    client._sessions.session()
+    other = asyncio.new_event_loop()
+    runner = threading.Thread(target=other.run_forever)
+    runner.start()
+
+    async def use() -> None:
+        client._sessions.session()
+
+    try:
+        with pytest.raises(RuntimeError, match="first used in another event loop"):
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(use(), other))
+        client._sessions.session()  # this loop still may
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        runner.join(timeout=5)
+        other.close()
+        await client.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_is_told_its_loop_is_not_the_clients() -> None:
+    # The child inherits this task's context and thread id; it must not reuse the
+    # parent's pool (its sockets are the parent's), whatever loop it runs.
+    client = aiodots.Client("id", "key", base_url=BASE_URL)
+
+    async def use() -> None:
+        client._sessions.session()
+
+    async def fork_after_use() -> int:
+        await use()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads around
+            pid = os.fork()
+        if pid == 0:  # the child: exit 0 only if told
+            try:
+                asyncio.run(use())
+            except RuntimeError as exc:
+                os._exit(0 if "first used in another event loop" in str(exc) else 2)
+            except BaseException:
+                os._exit(3)
+            os._exit(1)
+        return pid
+
+    loop = asyncio.new_event_loop()
+    try:
+        pid = loop.run_until_complete(fork_after_use())
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        _close(client, loop)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="asyncio's own answer is cheap there")
+async def test_a_task_asks_asyncio_for_its_loop_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On 3.11 each asyncio.get_running_loop() is a getpid() system call: 2.5 us of CPU
+    # per request, so a task's calls after its first take the loop it saw.
+    asked = 0
+    real = asyncio.get_running_loop
+
+    def counted() -> asyncio.AbstractEventLoop:
+        nonlocal asked
+        asked += 1
+        return real()
+
+    async with aiodots.Client("id", "key", base_url=BASE_URL) as client:
+        client._sessions.session()  # made, and this task has seen its loop
+        monkeypatch.setattr(asyncio, "get_running_loop", counted)
+
+        async def twice() -> None:  # in a task of its own (gather makes one)
+            client._sessions.session()
+            client._sessions.session()
+
+        for _ in range(5):
+            client._sessions.session()
+        await asyncio.gather(*(twice() for _ in range(3)))  # copies of this context
+        assert asked == 0
+        await asyncio.create_task(twice(), context=contextvars.Context())  # a fresh one
+        monkeypatch.undo()
+    assert asked == 1
 
 
 async def test_the_loop_that_made_the_session_keeps_using_it() -> None:
