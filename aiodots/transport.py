@@ -173,6 +173,7 @@ class Transport:
         stats: ClientStats,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        # `timeout` is the session's own default: a call that keeps it passes none.
         # Paths are appended as text: joining "/v2/flows" onto ".../api" with URL
         # semantics would drop the "/api" base path.
         self._base_url = base_url.rstrip("/")
@@ -373,18 +374,21 @@ class Transport:
                     headers = {k: v for k, v in (headers or {}).items() if k != "Content-Type"}
                 sent_at = limiter.now()  # a body read from a file took its time
             self._stats.requests += 1
+            # A redirect would carry the body and the credentials to another origin: a
+            # 3xx is reported (RedirectError), never followed. Arguments equal to
+            # aiohttp's defaults are left out: each keyword is matched against the ~30
+            # of `ClientSession._request`, twice (5 of them measured 1.5k instructions).
+            if data is None and headers is None and request.params is None and (
+                timeout is self._timeout
+            ):
+                sent = session.request(request.method, request.url, allow_redirects=False)
+            else:
+                sent = session.request(
+                    request.method, request.url, data=data, params=request.params,
+                    headers=headers, timeout=timeout, allow_redirects=False,
+                )
             try:
-                async with session.request(
-                    request.method,
-                    request.url,
-                    data=data,
-                    params=request.params,
-                    headers=headers,
-                    timeout=timeout,
-                    # A redirect would carry the body and the credentials to another
-                    # origin: a 3xx is reported (RedirectError), never followed.
-                    allow_redirects=False,
-                ) as response:
+                async with sent as response:
                     raw = await response.read()
                     status = response.status
             except TimeoutError as exc:

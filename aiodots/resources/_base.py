@@ -100,8 +100,9 @@ def _path_segment(name: str, value: object) -> str:
 def quote_segment(value: str) -> str:
     """`value` quoted as one path segment. An id of ASCII letters, digits and hyphens (a
     UUID) is returned as it is, which is what `quote` would return: `quote` measured 6k
-    instructions per call (callgrind), these two checks under 1k."""
-    if value.isascii() and value.replace("-", "").isalnum():
+    instructions per call (callgrind), this check 2k for a UUID; with the str's own
+    `isalnum`, which looks each character up in the Unicode database, 3k."""
+    if value.isascii() and value.replace("-", "").encode().isalnum():
         return value
     return quote(value, safe="")
 
