@@ -1,7 +1,7 @@
 """Requests per second and client CPU per request: aiodots against raw aiohttp (and httpx),
 on the same emulator, in the same run.
 
-    python -m benchmarks.throughput [--requests 20000] [--httpx-requests 4000] [--rounds 3]
+    python -m benchmarks.throughput [--requests 20000] [--httpx-requests 4000] [--rounds 5]
                                     [--uvloop] [--skip-httpx]
 
 The emulator runs in its own process. Each client runs in a fresh process of its own
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--httpx-requests", type=int, default=4_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-httpx", action="store_true")
     parser.add_argument("--uvloop", action="store_true", help="run every client on uvloop")
     parser.add_argument("--clients", help="a comma-separated subset of: " + ", ".join(CLIENTS))
