@@ -327,10 +327,6 @@ def _fast_hook(cls: Any) -> Callable[[Any, Any], Any]:
     return hook
 
 
-def _structure_fast(data: Any, cls: Any) -> Any:
-    return _fast_hook(cls)(data, cls)
-
-
 _fast_items_fns: dict[Any, Callable[[Any], tuple[Any, ...] | None]] = {}
 
 
