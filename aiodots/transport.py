@@ -173,13 +173,14 @@ class Transport:
         stats: ClientStats,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        # `timeout` is the session's own default: a call that keeps it passes none.
         # Paths are appended as text: joining "/v2/flows" onto ".../api" with URL
         # semantics would drop the "/api" base path.
         self._base_url = base_url.rstrip("/")
         # A query is folded into the URL (`_url_with_query`) only onto a base without one.
         self._fold_query = "?" not in self._base_url
         self._session = session
+        # The session's own default (the Client passes the same object): a call that
+        # keeps it passes no timeout to aiohttp.
         self._timeout = timeout
         self._policy = policy
         self._limiter = limiter
