@@ -19,6 +19,7 @@ __all__ = [
     "BadRequestError",
     "ClientClosedError",
     "ConflictError",
+    "ConnectFailed",
     "DotsError",
     "IdempotencyKeyReusedError",
     "InvalidResponseError",
@@ -27,6 +28,7 @@ __all__ = [
     "RateLimitError",
     "RedirectError",
     "ServerError",
+    "TLSVerificationError",
     "UnprocessableEntityError",
     "UnreadableResponseError",
     "ValidationError",
@@ -66,6 +68,16 @@ class APIConnectionError(DotsError):
 
 class APITimeoutError(APIConnectionError):
     """No complete response arrived within the timeout or the call's deadline."""
+
+
+class ConnectFailed(APIConnectionError):
+    """The connection could not be opened, so the request never left this machine."""
+
+
+class TLSVerificationError(ConnectFailed):
+    """The server's certificate was not accepted (not signed by a trusted CA, made for
+    another host name, expired): the request never left. Never retried, since every
+    attempt would meet the same certificate; trust its CA with `Client(ssl=...)`."""
 
 
 class APIError(DotsError):

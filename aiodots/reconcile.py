@@ -38,9 +38,16 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import attrs
 
-from .errors import APIConnectionError, APIError, DotsError, InvalidResponseError, ValidationError
+from .errors import (
+    APIConnectionError,
+    APIError,
+    ConnectFailed,
+    DotsError,
+    InvalidResponseError,
+    ValidationError,
+)
 from .models.reserved import CALL_ID_KEY, TaggedMetadata, check_reserved_keys
-from .retry import RETRYABLE_STATUSES, UNPROCESSED_STATUSES, ConnectFailed
+from .retry import RETRYABLE_STATUSES, UNPROCESSED_STATUSES
 
 __all__ = [
     "CALL_ID_KEY",

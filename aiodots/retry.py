@@ -21,7 +21,9 @@ from .errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    ConnectFailed,
     InvalidResponseError,
+    TLSVerificationError,
     UnreadableResponseError,
 )
 
@@ -155,10 +157,6 @@ REPLAY: dict[str, Replay] = {
 }
 
 
-class ConnectFailed(APIConnectionError):
-    """The connection could not be opened, so the request never left this machine."""
-
-
 # How far this machine's clock may disagree with a server's before an HTTP-date is read
 # against the server's own `Date` instead (NTP keeps clocks within milliseconds).
 CLOCK_TOLERANCE = 1.0
@@ -281,7 +279,7 @@ class RetryPolicy:
             )
             return exc.status in allowed
         if isinstance(exc, ConnectFailed):
-            return True
+            return not isinstance(exc, TLSVerificationError)  # the same certificate again
         if isinstance(exc, APIConnectionError):
             # A reset or a timeout after the request was sent is ambiguous: the server
             # may have acted on it. Only operations that are safe to repeat go again.

@@ -28,15 +28,16 @@ from .errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    ConnectFailed,
     DotsError,
     IdempotencyKeyReusedError,
+    TLSVerificationError,
     UnreadableResponseError,
     error_for_response,
     excerpt,
 )
 from .ratelimit import HeaderAwareLimiter, ImmediateLimiter, RateLimiter
 from .retry import (
-    ConnectFailed,
     Replay,
     RetryBudget,
     RetryPolicy,
@@ -396,6 +397,15 @@ class Transport:
                 self._stats.connection_errors += 1
                 raise APITimeoutError(
                     "timed out waiting for the API", method=request.method, path=request.path
+                ) from exc
+            except aiohttp.ClientConnectorCertificateError as exc:
+                self._stats.connection_errors += 1
+                reason = exc.certificate_error
+                raise TLSVerificationError(
+                    "the server's TLS certificate was not accepted: "
+                    + (getattr(reason, "verify_message", None) or str(reason)),
+                    method=request.method,
+                    path=request.path,
                 ) from exc
             except aiohttp.ClientConnectorError as exc:
                 self._stats.connection_errors += 1

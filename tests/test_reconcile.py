@@ -17,6 +17,7 @@ import attrs
 import pytest
 
 import aiodots
+from aiodots.errors import ConnectFailed
 from aiodots.reconcile import (
     CALL_ID_KEY,
     Reconcile,
@@ -26,7 +27,6 @@ from aiodots.reconcile import (
     is_ambiguous,
     scan_newest_first,
 )
-from aiodots.retry import ConnectFailed
 from aiodots.testing import DotsEmulator, FaultPlan
 
 
@@ -338,6 +338,7 @@ async def test_a_scan_that_would_read_too_far_fails_instead() -> None:
         (aiodots.APIConnectionError("reset", **AT), True),
         (aiodots.APITimeoutError("slow", **AT), True),
         (ConnectFailed("refused", **AT), False),
+        (aiodots.TLSVerificationError("untrusted", **AT), False),  # never left either
         (aiodots.ServerError("x", status=500, **AT), True),
         (aiodots.ServerError("x", status=502, **AT), True),
         (aiodots.ServerError("x", status=504, **AT), True),

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 import aiodots
-from aiodots.retry import ConnectFailed, Replay, backoff_seconds, parse_retry_after
+from aiodots.errors import ConnectFailed
+from aiodots.retry import Replay, backoff_seconds, parse_retry_after
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -56,6 +57,7 @@ def api_error(status: int, retry_after: float | None = None) -> aiodots.APIError
         (api_error(404), False, False),
         (api_error(409), False, False),
         (ConnectFailed("refused", method="POST", path="/p"), True, True),
+        (aiodots.TLSVerificationError("untrusted", method="GET", path="/p"), False, False),
         (aiodots.APIConnectionError("reset", method="POST", path="/p"), True, False),
         (aiodots.APITimeoutError("slow", method="POST", path="/p"), True, False),
         (aiodots.InvalidResponseError("cut", status=200, method="POST", path="/p"), False, False),

@@ -3,14 +3,13 @@ credentials leave the machine, and TLS is verified (against a CA the caller may 
 
 from __future__ import annotations
 
-import shutil
+import re
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiohttp import web
 
 import aiodots
@@ -151,32 +150,29 @@ def test_an_ssl_context_that_does_not_verify_is_refused() -> None:
 
 
 @pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that no system CA store trusts."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    done = subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        capture_output=True, timeout=60, check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"openssl could not make a certificate: {done.stderr.decode()[:200]}")
-    return cert, key
+def ca() -> trustme.CA:
+    """A certificate authority no system CA store trusts."""
+    return trustme.CA()
 
 
-async def test_tls_is_verified_against_the_callers_context(
-    self_signed: tuple[Path, Path],
-) -> None:
-    cert, key = self_signed
-    emulator = DotsEmulator()
+async def serve_tls(
+    emulator: DotsEmulator, ca: trustme.CA, host: str = "127.0.0.1"
+) -> tuple[web.AppRunner, int]:
+    """The emulator over TLS on 127.0.0.1, with a certificate `ca` issued for `host`."""
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    runner, port = await serve(emulator._app, ssl_context=server_context)
+    ca.issue_cert(host).configure_cert(server_context)
+    return await serve(emulator._app, ssl_context=server_context)
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_tls_is_verified_against_the_callers_context(ca: trustme.CA) -> None:
+    emulator = DotsEmulator()
+    runner, port = await serve_tls(emulator, ca)
     base_url = f"https://127.0.0.1:{port}/api"
     try:
         async with aiodots.Client(**emulator.credentials, base_url=base_url,
@@ -185,11 +181,48 @@ async def test_tls_is_verified_against_the_callers_context(
                 await dots.flows.create(steps=["payout"])
         assert emulator.stats.requests == 0
 
-        trusting = ssl.create_default_context(cafile=str(cert))
         async with aiodots.Client(**emulator.credentials, base_url=base_url,
-                                  ssl=trusting) as dots:
+                                  ssl=trusting(ca)) as dots:
             flow = await dots.flows.create(steps=["payout"])
         assert emulator.flows[flow.id]["steps"] == ["payout"]
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("host", "trusted", "reason"),
+    [
+        ("127.0.0.1", False, r"local issuer|self.signed"),  # OpenSSL's words for it
+        ("api.example.test", True, r"mismatch"),
+    ],
+    ids=["untrusted-ca", "another-host"],
+)
+async def test_a_rejected_certificate_fails_at_once_and_is_never_retried(
+    ca: trustme.CA, host: str, trusted: bool, reason: str
+) -> None:
+    """Every attempt would meet the same certificate: retrying only delays the error (by
+    the whole backoff) and hides its cause behind "could not connect"."""
+    emulator = DotsEmulator()
+    runner, port = await serve_tls(emulator, ca, host)
+    try:
+        async with aiodots.Client(
+            **emulator.credentials, base_url=f"https://127.0.0.1:{port}/api", max_retries=3,
+            ssl=trusting(ca) if trusted else None,
+        ) as dots:
+            with pytest.raises(aiodots.TLSVerificationError) as caught:
+                await dots.flows.retrieve("f-1")
+            with pytest.raises(aiodots.TLSVerificationError):  # a create: the same
+                await dots.flows.create(steps=["payout"])
+            stats = dots.stats
+        message = str(caught.value)
+        assert re.fullmatch(
+            f"the server's TLS certificate was not accepted: .*({reason}).* "
+            r"\(GET /v2/flows/f-1\)",
+            message,
+        ), message
+        assert isinstance(caught.value, aiodots.APIConnectionError)
+        assert (stats.requests, stats.retries, stats.failures) == (2, 0, 2)
+        assert emulator.stats.requests == 0
     finally:
         await runner.cleanup()
 
