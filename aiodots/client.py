@@ -69,6 +69,10 @@ class Client:
       stays on either way. A plain `http://` base URL is refused for any host but this
       machine's loopback (Basic auth would travel in clear text) unless
       `allow_insecure_http=True`.
+    - `proxy`: an HTTP proxy every request goes through (`http://user:password@host:port`),
+      as a CONNECT tunnel: the proxy sees the API's host name, never the API key.
+      Environment variables such as `HTTPS_PROXY` are not read: pass
+      `proxy=os.environ.get("HTTPS_PROXY")` to use one.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class Client:
         max_retry_after: float | None = None,
         trace_configs: Sequence[aiohttp.TraceConfig] = (),
         ssl: ssl_module.SSLContext | None = None,
+        proxy: str | None = None,
         allow_insecure_http: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -105,7 +110,9 @@ class Client:
         self.client_id = client_id
         self.base_url = _resolve_base_url(base_url, environment)
         if not allow_insecure_http:
-            _refuse_clear_text(self.base_url)
+            _refuse_clear_text(self.base_url, proxied=proxy is not None)
+        if proxy is not None:
+            _check_proxy(proxy)
         if ssl is not None:
             _check_ssl_context(ssl)
 
@@ -128,7 +135,7 @@ class Client:
             RetryBudget() if retry_budget is True else (retry_budget or None)
         )
         self._sessions = SessionManager(
-            limits=limits, timeout=timeout, trace_configs=trace_configs, ssl=ssl,
+            limits=limits, timeout=timeout, trace_configs=trace_configs, ssl=ssl, proxy=proxy,
             headers=default_headers(basic_auth_header(client_id, api_key)),
         )
         self._transport = Transport(
@@ -214,15 +221,20 @@ def _resolve_base_url(base_url: str | None, environment: str) -> str:
     return chosen.rstrip("/")
 
 
-def _refuse_clear_text(base_url: str) -> None:
+def _refuse_clear_text(base_url: str, *, proxied: bool = False) -> None:
     """Basic auth carries the API key in every request: over plain http it may go no
-    further than this machine."""
+    further than this machine (and a proxy is another machine)."""
     try:
         url = URL(base_url)
     except ValueError as exc:
         raise ValidationError(f"base_url is not a valid URL: {base_url!r} ({exc})") from exc
     if url.scheme != "http":
         return
+    if proxied:
+        raise ValidationError(
+            "refusing plain http through a proxy: the proxy would read the API key; use "
+            "https://, or pass allow_insecure_http=True if this network is trusted"
+        )
     host = (url.host or "").lower()
     if host == "localhost":
         return
@@ -235,6 +247,23 @@ def _refuse_clear_text(base_url: str) -> None:
         f"refusing plain http to {host!r}: the API key would travel in clear text; use "
         "https://, or pass allow_insecure_http=True if this network is trusted"
     )
+
+
+def _check_proxy(proxy: object) -> None:
+    """An http:// (or https://) proxy URL with a host; credentials may be in it, and are
+    never repeated in an error."""
+    if not isinstance(proxy, str):
+        raise ValidationError(f"proxy must be a URL string, not {type(proxy).__name__}")
+    try:
+        url = URL(proxy)
+        shown = str(url.with_user(None)) if url.user or url.password else proxy
+    except ValueError:
+        url, shown = None, "that value"
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise ValidationError(
+            f"proxy must be an http:// or https:// URL with a host "
+            f"(http://user:password@host:port), not {shown!r}"
+        )
 
 
 def _check_ssl_context(context: object) -> None:

@@ -35,6 +35,7 @@ class SessionManager:
         timeout: float,
         trace_configs: Sequence[aiohttp.TraceConfig] = (),
         ssl: ssl_module.SSLContext | None = None,
+        proxy: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self._limits = limits
@@ -44,6 +45,10 @@ class SessionManager:
         self._ssl: ssl_module.SSLContext | bool = True if ssl is None else ssl
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._trace_configs = list(trace_configs)
+        # Every request goes through it: a CONNECT tunnel to an https:// API, so that the
+        # proxy sees the host name and never the credentials (its own, in the URL, go in
+        # Proxy-Authorization).
+        self._proxy = proxy
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -86,6 +91,7 @@ class SessionManager:
             trace_configs=self._trace_configs or None,
             raise_for_status=False,
             headers=self._headers,
+            proxy=self._proxy,
         )
         self._loop = loop
         return self._session

@@ -414,6 +414,16 @@ class Transport:
                     method=request.method,
                     path=request.path,
                 ) from exc
+            except aiohttp.ClientHttpProxyError as exc:
+                # The proxy did not open the tunnel: nothing reached the API. Not chained:
+                # aiohttp's text names the proxy's URL, password included, and a traceback
+                # would print it. Its status and reason say what went wrong.
+                self._stats.connection_errors += 1
+                raise ConnectFailed(
+                    f"the proxy refused to connect: {exc.status} {exc.message}",
+                    method=request.method,
+                    path=request.path,
+                ) from None
             except aiohttp.ClientError as exc:
                 self._stats.connection_errors += 1
                 raise APIConnectionError(

@@ -3,8 +3,12 @@ credentials leave the machine, and TLS is verified (against a CA the caller may 
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import logging
 import re
 import ssl
+import traceback
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +17,7 @@ import trustme
 from aiohttp import web
 
 import aiodots
+from aiodots.errors import ConnectFailed
 from aiodots.testing import DotsEmulator
 
 from .conftest import API_KEY, CLIENT_ID
@@ -225,6 +230,177 @@ async def test_a_rejected_certificate_fails_at_once_and_is_never_retried(
         assert emulator.stats.requests == 0
     finally:
         await runner.cleanup()
+
+
+# -- proxies ----------------------------------------------------------------------------
+
+
+def basic(credentials: str) -> str:
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
+class ConnectProxy:
+    """An egress proxy on 127.0.0.1: it opens CONNECT tunnels for clients that give its
+    credentials, answers 407 to others, and records what it was asked and every byte it
+    relayed."""
+
+    def __init__(self, credentials: str) -> None:
+        self.expected = basic(credentials)
+        self.asked: list[tuple[str, str, str | None]] = []
+        self.relayed = bytearray()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> ConnectProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            writer.close()
+            return
+        request_line, *lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = request_line.split(" ", 2)
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        headers = {name.strip().lower(): value.strip() for name, value in fields.items()}
+        auth = headers.get("proxy-authorization")
+        self.asked.append((method, target, auth))
+        if method != "CONNECT" or auth != self.expected:
+            status = "405 Method Not Allowed" if method != "CONNECT" else (
+                "407 Proxy Authentication Required"
+            )
+            writer.write(
+                f"HTTP/1.1 {status}\r\nProxy-Authenticate: Basic realm=\"egress\"\r\n"
+                "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            writer.close()
+            return
+        host, _, port = target.rpartition(":")
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        self._writers.append(upstream_writer)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(
+            self._relay(reader, upstream_writer), self._relay(upstream_reader, writer)
+        )
+
+    async def _relay(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                self.relayed += data
+                sink.write(data)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+
+async def test_calls_go_through_the_proxy_which_never_sees_the_api_key(ca: trustme.CA) -> None:
+    emulator = DotsEmulator()
+    runner, port = await serve_tls(emulator, ca)
+    try:
+        async with ConnectProxy("egress:s3cret") as proxy, aiodots.Client(
+            **emulator.credentials, base_url=f"https://127.0.0.1:{port}/api",
+            ssl=trusting(ca), proxy=f"http://egress:s3cret@127.0.0.1:{proxy.port}",
+        ) as dots:
+            flow = await dots.flows.create(steps=["payout"])
+            assert (await dots.flows.retrieve(flow.id)).id == flow.id
+    finally:
+        await runner.cleanup()
+    # One tunnel, with the proxy's credentials, kept for both calls like a direct connection.
+    assert proxy.asked == [("CONNECT", f"127.0.0.1:{port}", basic("egress:s3cret"))]
+    assert emulator.stats.requests == 2
+    assert len(proxy.relayed) > 1000  # both calls' TLS records passed through it
+    api_key, client_id = emulator.credentials["api_key"], emulator.credentials["client_id"]
+    assert api_key.encode() not in proxy.relayed
+    assert basic(f"{client_id}:{api_key}").encode() not in proxy.relayed
+
+
+async def test_a_refused_tunnel_is_a_connect_failure_that_names_no_password(
+    ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator = DotsEmulator()
+    runner, port = await serve_tls(emulator, ca)
+    caplog.set_level(logging.DEBUG, logger="aiodots")
+    try:
+        async with ConnectProxy("egress:right") as proxy:
+            dots = aiodots.Client(
+                **emulator.credentials, base_url=f"https://127.0.0.1:{port}/api",
+                ssl=trusting(ca), proxy=f"http://egress:hunter2@127.0.0.1:{proxy.port}",
+                max_retries=1,
+            )
+            async with dots:
+                with pytest.raises(aiodots.APIConnectionError) as caught:
+                    await dots.flows.retrieve("f-1")
+                stats = dots.stats
+    finally:
+        await runner.cleanup()
+    assert str(caught.value) == (
+        "the proxy refused to connect: 407 Proxy Authentication Required (GET /v2/flows/f-1)"
+    )
+    assert isinstance(caught.value, ConnectFailed)  # never reached the API: safe to retry
+    assert (stats.requests, stats.retries) == (2, 1)
+    assert [method for method, _, _ in proxy.asked] == ["CONNECT", "CONNECT"]
+    assert emulator.stats.requests == 0
+    told = ["".join(traceback.format_exception(caught.value)), repr(dots), caplog.text]
+    assert not [text for text in told if "hunter2" in text]
+
+
+async def test_an_unreachable_proxy_is_a_connect_failure_that_names_no_password(
+    unused_tcp_port: int,
+) -> None:
+    async with aiodots.Client(
+        CLIENT_ID, API_KEY, proxy=f"http://egress:hunter2@127.0.0.1:{unused_tcp_port}",
+        max_retries=0,
+    ) as dots:
+        with pytest.raises(ConnectFailed) as caught:
+            await dots.flows.retrieve("f-1")
+    assert str(caught.value).startswith("could not connect: ")
+    assert "hunter2" not in "".join(traceback.format_exception(caught.value))
+
+
+@pytest.mark.parametrize(
+    ("proxy", "shown"),
+    [
+        ("ftp://egress:hunter2@proxy.example:2121", "ftp://proxy.example:2121"),
+        ("proxy.example:3128", "proxy.example:3128"),
+        ("http://", "http://"),
+        (3128, None),
+    ],
+)
+def test_a_proxy_is_checked_at_construction_without_repeating_its_password(
+    proxy: Any, shown: str | None
+) -> None:
+    with pytest.raises(aiodots.ValidationError) as caught:
+        aiodots.Client(CLIENT_ID, API_KEY, proxy=proxy)
+    message = str(caught.value)
+    assert "hunter2" not in message
+    if shown is None:
+        assert message == "proxy must be a URL string, not int"
+    else:
+        assert message.startswith("proxy must be an http:// or https:// URL with a host")
+        assert message.endswith(f"not {shown!r}")
+
+
+def test_plain_http_through_a_proxy_needs_the_insecure_switch() -> None:
+    proxy = "http://proxy.example:3128"
+    with pytest.raises(aiodots.ValidationError, match="plain http through a proxy"):
+        aiodots.Client(CLIENT_ID, API_KEY, base_url="http://127.0.0.1:8080/api", proxy=proxy)
+    aiodots.Client(CLIENT_ID, API_KEY, base_url="http://127.0.0.1:8080/api", proxy=proxy,
+                   allow_insecure_http=True)
 
 
 @pytest.mark.parametrize("url", ["http://[bad/api", "https://[bad/api", "http://:80/api"])
