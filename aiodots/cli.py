@@ -55,7 +55,10 @@ PLAIN_PROGRESS_EVERY = 2.0  # seconds between progress lines when not on a termi
 
 def _client(ctx: click.Context, **kwargs: Any) -> Client:
     try:
-        return Client(base_url=ctx.obj["base_url"], environment=ctx.obj["environment"], **kwargs)
+        return Client(
+            base_url=ctx.obj["base_url"], environment=ctx.obj["environment"],
+            proxy=ctx.obj["proxy"], **kwargs,
+        )
     except DotsError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -129,14 +132,20 @@ def _fail(exc: DotsError) -> NoReturn:
     default="production",
     show_default=True,
 )
+@click.option(
+    "--proxy", envvar="DOTS_PROXY", metavar="URL",
+    help="Send every request through this HTTP proxy (http://user:password@host:port). "
+    "HTTPS_PROXY is not read: pass --proxy \"$HTTPS_PROXY\".",
+)
 @click.version_option(package_name="aiodots")
 @click.pass_context
-def main(ctx: click.Context, base_url: str | None, environment: str) -> None:
+def main(ctx: click.Context, base_url: str | None, environment: str, proxy: str | None) -> None:
     """aiodots: the Dots API from the command line.
 
-    Credentials are read from DOTS_CLIENT_ID and DOTS_API_KEY.
+    Credentials are read from DOTS_CLIENT_ID and DOTS_API_KEY. The API's certificate is
+    checked against the system's CAs (SSL_CERT_FILE names another bundle).
     """
-    ctx.obj = {"base_url": base_url, "environment": environment}
+    ctx.obj = {"base_url": base_url, "environment": environment, "proxy": proxy}
 
 
 @main.group()

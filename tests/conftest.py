@@ -8,6 +8,7 @@ from typing import Any
 
 import aioresponses.core
 import pytest
+import trustme
 from aiohttp import ClientResponse
 
 import aiodots
@@ -74,6 +75,12 @@ def make_client(sleep: FakeSleep | None = None, **kwargs: Any) -> aiodots.Client
         options["rate_limiter"] = aiodots.AdaptiveRateLimiter(clock=sleep.now, sleep=sleep)
     options.update(kwargs)
     return aiodots.Client(CLIENT_ID, API_KEY, **options)
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A certificate authority no system CA store trusts (tests/network_fixtures.py)."""
+    return trustme.CA()
 
 
 @pytest.fixture

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from aiodots.testing import DotsEmulator, FaultPlan
+
+from .network_fixtures import ConnectProxy, basic, serve_tls
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +88,41 @@ async def test_missing_credentials_are_a_usage_error_and_nothing_is_sent(
     assert code == 2
     assert "DOTS_CLIENT_ID and DOTS_API_KEY" in err
     assert dots_emulator.stats.requests == 0
+
+
+async def test_proxy_sends_the_command_through_an_egress_proxy(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    """`--proxy` (or DOTS_PROXY) reaches the client: the command's call goes through the
+    proxy's tunnel to the API over TLS, trusted through SSL_CERT_FILE as a user behind a
+    corporate CA would."""
+    emulator = DotsEmulator()
+    runner, port = await serve_tls(emulator, ca)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    try:
+        async with ConnectProxy("egress:s3cret") as proxy:
+            code, out, err = await run_cli(
+                emulator, "--proxy", f"http://egress:s3cret@127.0.0.1:{proxy.port}",
+                "flows", "create", "--steps", "payout",
+                env={"DOTS_BASE_URL": f"https://127.0.0.1:{port}/api",
+                     "SSL_CERT_FILE": str(bundle)},
+            )
+            code_bad, _, err_bad = await run_cli(
+                emulator, "flows", "get", "f-1",
+                env={"DOTS_BASE_URL": f"https://127.0.0.1:{port}/api",
+                     "DOTS_PROXY": f"http://egress:hunter2@127.0.0.1:{proxy.port}",
+                     "SSL_CERT_FILE": str(bundle)},
+            )
+    finally:
+        await runner.cleanup()
+    assert (code, err) == (0, "")
+    assert emulator.flows[json.loads(out)["id"]]["steps"] == ["payout"]
+    assert proxy.asked[0] == ("CONNECT", f"127.0.0.1:{port}", basic("egress:s3cret"))
+    assert emulator.stats.requests == 1  # the second command's tunnel was refused
+    assert code_bad == 1
+    assert "the proxy refused to connect: 407" in err_bad
+    assert "hunter2" not in err_bad
 
 
 async def test_bulk_csv_writes_one_line_per_row_and_reports_bad_rows(

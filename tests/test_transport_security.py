@@ -3,8 +3,6 @@ credentials leave the machine, and TLS is verified (against a CA the caller may 
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import logging
 import re
 import ssl
@@ -21,6 +19,7 @@ from aiodots.errors import ConnectFailed
 from aiodots.testing import DotsEmulator
 
 from .conftest import API_KEY, CLIENT_ID
+from .network_fixtures import ConnectProxy, basic, serve, serve_tls, trusting
 
 # -- redirects --------------------------------------------------------------------------
 
@@ -36,13 +35,6 @@ class Recorder:
             (request.method, request.path, await request.read(), dict(request.headers))
         )
         return web.json_response({"id": "stolen", "steps": ["payout"]})
-
-
-async def serve(app: web.Application, **site: Any) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, **site).start()
-    return runner, runner.addresses[0][1]
 
 
 @pytest.fixture
@@ -154,27 +146,6 @@ def test_an_ssl_context_that_does_not_verify_is_refused() -> None:
         aiodots.Client(CLIENT_ID, API_KEY, ssl=False)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    """A certificate authority no system CA store trusts."""
-    return trustme.CA()
-
-
-async def serve_tls(
-    emulator: DotsEmulator, ca: trustme.CA, host: str = "127.0.0.1"
-) -> tuple[web.AppRunner, int]:
-    """The emulator over TLS on 127.0.0.1, with a certificate `ca` issued for `host`."""
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(host).configure_cert(server_context)
-    return await serve(emulator._app, ssl_context=server_context)
-
-
-def trusting(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
 async def test_tls_is_verified_against_the_callers_context(ca: trustme.CA) -> None:
     emulator = DotsEmulator()
     runner, port = await serve_tls(emulator, ca)
@@ -233,79 +204,6 @@ async def test_a_rejected_certificate_fails_at_once_and_is_never_retried(
 
 
 # -- proxies ----------------------------------------------------------------------------
-
-
-def basic(credentials: str) -> str:
-    return "Basic " + base64.b64encode(credentials.encode()).decode()
-
-
-class ConnectProxy:
-    """An egress proxy on 127.0.0.1: it opens CONNECT tunnels for clients that give its
-    credentials, answers 407 to others, and records what it was asked and every byte it
-    relayed."""
-
-    def __init__(self, credentials: str) -> None:
-        self.expected = basic(credentials)
-        self.asked: list[tuple[str, str, str | None]] = []
-        self.relayed = bytearray()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> ConnectProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.append(writer)
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            writer.close()
-            return
-        request_line, *lines = head.decode("latin-1").split("\r\n")
-        method, target, _ = request_line.split(" ", 2)
-        fields = dict(line.split(":", 1) for line in lines if ":" in line)
-        headers = {name.strip().lower(): value.strip() for name, value in fields.items()}
-        auth = headers.get("proxy-authorization")
-        self.asked.append((method, target, auth))
-        if method != "CONNECT" or auth != self.expected:
-            status = "405 Method Not Allowed" if method != "CONNECT" else (
-                "407 Proxy Authentication Required"
-            )
-            writer.write(
-                f"HTTP/1.1 {status}\r\nProxy-Authenticate: Basic realm=\"egress\"\r\n"
-                "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-            writer.close()
-            return
-        host, _, port = target.rpartition(":")
-        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
-        self._writers.append(upstream_writer)
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await asyncio.gather(
-            self._relay(reader, upstream_writer), self._relay(upstream_reader, writer)
-        )
-
-    async def _relay(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while data := await source.read(65536):
-                self.relayed += data
-                sink.write(data)
-                await sink.drain()
-        except ConnectionError:
-            pass
-        finally:
-            sink.close()
 
 
 async def test_calls_go_through_the_proxy_which_never_sees_the_api_key(ca: trustme.CA) -> None:
