@@ -78,6 +78,39 @@ def _url_with_query(url: str, query: str) -> URL:
     return URL(url).with_query(query)
 
 
+def connection_failure(
+    exc: TimeoutError | aiohttp.ClientError, *, method: str, path: str
+) -> APIConnectionError:
+    """What an attempt that got no answer raises, with `exc` as its cause; `ConnectFailed`
+    (and its subclass) where the request never left, which the retry policy and the
+    reconciler rely on."""
+    failure: APIConnectionError
+    if isinstance(exc, TimeoutError):
+        failure = APITimeoutError("timed out waiting for the API", method=method, path=path)
+    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = exc.certificate_error
+        failure = TLSVerificationError(
+            "the server's TLS certificate was not accepted: "
+            + (getattr(reason, "verify_message", None) or str(reason)),
+            method=method, path=path,
+        )
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        failure = ConnectFailed(f"could not connect: {exc.os_error}", method=method, path=path)
+    elif isinstance(exc, aiohttp.ClientHttpProxyError):
+        # The proxy did not open the tunnel: nothing reached the API. Not chained:
+        # aiohttp's text names the proxy's URL, password included, and a traceback would
+        # print it. Its status and reason say what went wrong.
+        return ConnectFailed(
+            f"the proxy refused to connect: {exc.status} {exc.message}", method=method, path=path
+        )
+    else:
+        failure = APIConnectionError(
+            f"connection failed: {type(exc).__name__}: {exc}", method=method, path=path
+        )
+    failure.__cause__ = exc
+    return failure
+
+
 def default_headers(authorization: str) -> dict[str, str]:
     """The headers every request carries, set once on the session."""
     return {"Authorization": authorization, "User-Agent": USER_AGENT, "Accept": "application/json"}
@@ -393,44 +426,10 @@ class Transport:
                 async with sent as response:
                     raw = await response.read()
                     status = response.status
-            except TimeoutError as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 self._stats.connection_errors += 1
-                raise APITimeoutError(
-                    "timed out waiting for the API", method=request.method, path=request.path
-                ) from exc
-            except aiohttp.ClientConnectorCertificateError as exc:
-                self._stats.connection_errors += 1
-                reason = exc.certificate_error
-                raise TLSVerificationError(
-                    "the server's TLS certificate was not accepted: "
-                    + (getattr(reason, "verify_message", None) or str(reason)),
-                    method=request.method,
-                    path=request.path,
-                ) from exc
-            except aiohttp.ClientConnectorError as exc:
-                self._stats.connection_errors += 1
-                raise ConnectFailed(
-                    f"could not connect: {exc.os_error}",
-                    method=request.method,
-                    path=request.path,
-                ) from exc
-            except aiohttp.ClientHttpProxyError as exc:
-                # The proxy did not open the tunnel: nothing reached the API. Not chained:
-                # aiohttp's text names the proxy's URL, password included, and a traceback
-                # would print it. Its status and reason say what went wrong.
-                self._stats.connection_errors += 1
-                raise ConnectFailed(
-                    f"the proxy refused to connect: {exc.status} {exc.message}",
-                    method=request.method,
-                    path=request.path,
-                ) from None
-            except aiohttp.ClientError as exc:
-                self._stats.connection_errors += 1
-                raise APIConnectionError(
-                    f"connection failed: {type(exc).__name__}: {exc}",
-                    method=request.method,
-                    path=request.path,
-                ) from exc
+                failure = connection_failure(exc, method=request.method, path=request.path)
+                raise failure from failure.__cause__
 
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
