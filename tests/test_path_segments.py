@@ -7,13 +7,32 @@ from urllib.parse import quote
 
 import pytest
 
+import aiodots
+from aiodots.errors import ValidationError
 from aiodots.resources._base import quote_segment
+from aiodots.testing import DotsEmulator
 
 
 @pytest.mark.parametrize(
     "value",
     [str(uuid.uuid4()), "abc", "ABC-123", "-", "a_b", "a.b", "a~b", "a/b", "a b", "a?b",
-     "a#b", "a%2Fb", "é", "١٢٣", "\uff21", "x" * 300, "a\nb", "..", "a+b"],
+     "a#b", "a%2Fb", "é", "١٢٣", "\uff21", "x" * 300, "a\nb", "...", ".a", "a+b"],
 )
 def test_a_segment_is_quoted_as_quote_does(value: str) -> None:
     assert quote_segment(value) == quote(value, safe="")
+
+
+@pytest.mark.parametrize("value", [".", ".."])
+async def test_a_dot_segment_is_refused_before_anything_is_sent(value: str) -> None:
+    """Quoting leaves dots alone, and URL normalisation resolves them: an id of ".."
+    would send `users.delete` to DELETE /v2/."""
+    with pytest.raises(ValidationError, match="cannot be an id: it would name another path"):
+        quote_segment(value)
+    async with DotsEmulator() as emulator, aiodots.Client(
+        **emulator.credentials, base_url=emulator.base_url
+    ) as dots:
+        for call in (dots.users.delete, dots.users.retrieve, dots.flows.retrieve,
+                     dots.transfers.retrieve):
+            with pytest.raises(ValidationError):
+                await call(value)
+    assert emulator.stats.requests == 0

@@ -104,6 +104,10 @@ def quote_segment(value: str) -> str:
     `isalnum`, which looks each character up in the Unicode database, 3k."""
     if value.isascii() and value.replace("-", "").encode().isalnum():
         return value
+    if value in (".", ".."):
+        # Sent as it is (quoting leaves dots alone) and resolved away by URL
+        # normalisation: `users.delete("..")` would send DELETE /v2/.
+        raise ValidationError(f"{value!r} cannot be an id: it would name another path")
     return quote(value, safe="")
 
 
