@@ -203,7 +203,8 @@ def fields_of_rows(
     fields: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
     """Each row's cells made into request fields by `fields`; a row it refuses (or that
-    could not be read) comes out as its `RowError`."""
+    could not be read) comes out as its `RowError`. A model's own `ValidationError` is
+    that row's too: one bad row must never stop the job."""
     for number, row in cells:
         if isinstance(row, RowError):
             yield number, row
@@ -212,6 +213,8 @@ def fields_of_rows(
             yield number, fields(row)
         except RowError as exc:
             yield number, exc
+        except ValidationError as exc:
+            yield number, RowError(str(exc))
 
 
 def read_rows(

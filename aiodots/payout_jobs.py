@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,10 +78,15 @@ def row_key(identity: str, row: int) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{identity}:{row}"))
 
 
+#: A whole number of cents as written in a cell: ASCII digits only (str.isdigit also
+#: takes "²", and stripping every "-" took "--5"; int() then failed outside the row).
+_CENTS = re.compile(r"-?[0-9]+")
+
+
 def _amount(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _CENTS.fullmatch(value.strip()):
         return int(value.strip())
     raise RowError(f"amount must be a whole number of cents, not {value!r}")
 

@@ -84,6 +84,8 @@ def test_create_flow_from_a_mapping_rejects_unknown_keys() -> None:
         aiodots.CreateFlow.coerce({"steps": ["payout"], "user": "x"})
     with pytest.raises(aiodots.ValidationError, match="steps is required"):
         aiodots.CreateFlow.coerce({})
+    with pytest.raises(aiodots.ValidationError, match=r"unknown CreateFlow field\(s\): 1, user"):
+        aiodots.CreateFlow.coerce({"steps": ["payout"], 1: "x", "user": "y"})  # a row's key
     request = aiodots.CreateFlow.coerce({"steps": ["payout"], "require_auth": True})
     assert unstructure_request(request) == {"steps": ["payout"], "require_auth": True}
 

@@ -80,6 +80,23 @@ def test_rows_become_payouts_or_payout_links() -> None:
     assert "cents" in str(rows[3][1])
 
 
+@pytest.mark.parametrize("cell", ["--5", "²", "5-", "1 000", "0x10", "+-3"])
+def test_an_amount_that_is_not_whole_cents_is_that_rows_error_alone(
+    tmp_path: Path, cell: str
+) -> None:
+    """One bad cell must not stop the job: each of these passed the old digit test, then
+    int() raised outside the row and ended the whole run."""
+    user = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+    source = tmp_path / "payouts.csv"
+    source.write_text(f"user_id,amount\n{user},100\n{user},{cell}\n{user},-300\n")
+    rows = list(read_payout_rows(str(source)))
+    assert [number for number, _ in rows] == [1, 2, 3]
+    assert rows[0][1]["amount"] == 100  # type: ignore[index]
+    assert isinstance(rows[1][1], RowError)
+    assert f"amount must be a whole number of cents, not {cell!r}" in str(rows[1][1])
+    assert rows[2][1]["amount"] == -300  # type: ignore[index]
+
+
 
 
 @pytest.mark.slow

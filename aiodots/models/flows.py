@@ -188,7 +188,8 @@ class CreateFlow:
         known = {a.name for a in attrs.fields(cls)}
         unknown = set(fields) - known
         if unknown:
-            raise ValidationError(f"unknown CreateFlow field(s): {', '.join(sorted(unknown))}")
+            names = ", ".join(sorted(map(str, unknown)))  # a key may be any object
+            raise ValidationError(f"unknown CreateFlow field(s): {names}")
         if "steps" not in fields:
             raise ValidationError("steps is required")
         return cls(**fields)
