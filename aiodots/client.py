@@ -255,11 +255,13 @@ def _check_proxy(proxy: object) -> None:
     if not isinstance(proxy, str):
         raise ValidationError(f"proxy must be a URL string, not {type(proxy).__name__}")
     try:
-        url = URL(proxy)
-        shown = str(url.with_user(None)) if url.user or url.password else proxy
+        url: URL | None = URL(proxy)
     except ValueError:
-        url, shown = None, "that value"
+        url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
+        # Whatever comes before an "@" may be a password, however the rest is mistyped
+        # ("user:pw@host:3128" reads as the scheme "user").
+        shown = "***@" + proxy.rpartition("@")[2] if "@" in proxy else proxy
         raise ValidationError(
             f"proxy must be an http:// or https:// URL with a host "
             f"(http://user:password@host:port), not {shown!r}"

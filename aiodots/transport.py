@@ -96,12 +96,19 @@ def connection_failure(
         )
     elif isinstance(exc, aiohttp.ClientConnectorError):
         failure = ConnectFailed(f"could not connect: {exc.os_error}", method=method, path=path)
-    elif isinstance(exc, aiohttp.ClientHttpProxyError):
-        # The proxy did not open the tunnel: nothing reached the API. Not chained:
-        # aiohttp's text names the proxy's URL, password included, and a traceback would
-        # print it. Its status and reason say what went wrong.
-        return ConnectFailed(
-            f"the proxy refused to connect: {exc.status} {exc.message}", method=method, path=path
+    elif isinstance(exc, aiohttp.ClientResponseError):
+        # An answer aiohttp could not take: a proxy that would not open the tunnel (then
+        # nothing reached the API), or a response it could not parse. Said by status and
+        # reason, and not chained: aiohttp's text names the URL it asked, and for a
+        # proxy that is the proxy's, password included; a traceback would print it.
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            return ConnectFailed(
+                f"the proxy refused to connect: {exc.status} {exc.message}",
+                method=method, path=path,
+            )
+        return APIConnectionError(
+            f"connection failed: {type(exc).__name__}: {exc.status} {exc.message}",
+            method=method, path=path,
         )
     else:
         failure = APIConnectionError(

@@ -46,8 +46,9 @@ class ConnectProxy:
     credentials, answers 407 to others, and records what it was asked and every byte it
     relayed."""
 
-    def __init__(self, credentials: str) -> None:
+    def __init__(self, credentials: str, answer: bytes | None = None) -> None:
         self.expected = basic(credentials)
+        self.answer = answer  # given: what it says to every CONNECT, instead of a tunnel
         self.asked: list[tuple[str, str, str | None]] = []
         self.relayed = bytearray()
         self.port = 0
@@ -87,6 +88,11 @@ class ConnectProxy:
                 f"HTTP/1.1 {status}\r\nProxy-Authenticate: Basic realm=\"egress\"\r\n"
                 "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
             )
+            await writer.drain()
+            writer.close()
+            return
+        if self.answer is not None:
+            writer.write(self.answer)
             await writer.drain()
             writer.close()
             return

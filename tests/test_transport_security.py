@@ -257,6 +257,27 @@ async def test_a_refused_tunnel_is_a_connect_failure_that_names_no_password(
     assert not [text for text in told if "hunter2" in text]
 
 
+async def test_a_proxy_answer_aiohttp_cannot_parse_names_no_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp's own error for it names the proxy URL it asked, password included."""
+    caplog.set_level(logging.DEBUG, logger="aiodots")
+    garbage = b"HTTP/1.1 200 OK\r\nA header without a colon\r\n\r\n"
+    async with ConnectProxy("egress:hunter2", answer=garbage) as proxy:
+        dots = aiodots.Client(
+            CLIENT_ID, API_KEY, proxy=f"http://egress:hunter2@127.0.0.1:{proxy.port}",
+            retry_policy=aiodots.RetryPolicy(max_retries=1, backoff_initial=0.001),
+        )
+        async with dots:
+            with pytest.raises(aiodots.APIConnectionError) as caught:
+                await dots.flows.retrieve("f-1")
+    assert str(caught.value).startswith("connection failed: ClientResponseError: 400 ")
+    assert len(proxy.asked) == 2  # a read is retried after an unreadable answer
+    told = ["".join(traceback.format_exception(caught.value)), repr(dots), caplog.text]
+    assert "retrying in" in caplog.text  # the retry's log line was written, and checked
+    assert not [text for text in told if "hunter2" in text]
+
+
 async def test_an_unreachable_proxy_is_a_connect_failure_that_names_no_password(
     unused_tcp_port: int,
 ) -> None:
@@ -273,7 +294,9 @@ async def test_an_unreachable_proxy_is_a_connect_failure_that_names_no_password(
 @pytest.mark.parametrize(
     ("proxy", "shown"),
     [
-        ("ftp://egress:hunter2@proxy.example:2121", "ftp://proxy.example:2121"),
+        ("ftp://egress:hunter2@proxy.example:2121", "***@proxy.example:2121"),
+        ("egress:hunter2@proxy.example:3128", "***@proxy.example:3128"),  # no scheme
+        ("http//egress:hunter2@proxy.example:3128", "***@proxy.example:3128"),
         ("proxy.example:3128", "proxy.example:3128"),
         ("http://", "http://"),
         (3128, None),
