@@ -336,9 +336,11 @@ class AdaptiveRateLimiter:
                     self._answer_time = now - sent_at
                 self._pause_until = max(self._pause_until, now + retry_after)
                 self._last_pause = retry_after
-            elif self._adaptive and sent_at >= self._echoes_before:
+            elif self._adaptive and sent_at >= self._echoes_before and not self._decision_due:
                 # Only a request sent after the last refusal was answered can prove the
-                # rate since is too high; earlier 429s are echoes of that refusal.
+                # rate since is too high; earlier 429s are echoes of that refusal. So is
+                # one that comes while a pause's decision is due: it was sent in the
+                # pause's episode, which that decision (at the pause's end) covers.
                 self._echoes_before = now
                 self._decrease(sent_at, now)
             return

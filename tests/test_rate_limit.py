@@ -68,6 +68,28 @@ async def test_try_acquire_never_jumps_the_queue(fake_sleep: FakeSleep) -> None:
     assert lim.try_acquire() == fake_sleep.now()
 
 
+@pytest.mark.parametrize("late", [None, 0.0], ids=["none-or-refused", "zero"])
+async def test_a_429_without_a_pause_while_a_pause_runs_is_part_of_it(
+    fake_sleep: FakeSleep, late: float | None
+) -> None:
+    """A 429 without a usable Retry-After (none, 0, or one this call refused to wait:
+    the transport passes all three on as None) that arrives while a Retry-After pause
+    runs answers a request of the same episode. It used to close the pause's refusal
+    before the pause had decided on it, and the next acquire failed an assertion."""
+    lim = limiter(fake_sleep)
+    lim.on_response(429, lim.now(), None)  # the first refusal: a slow start, the log kept
+    await fake_sleep(0.5)
+    lim.on_response(429, lim.now(), 1.0)  # a pause, its decision due at its end
+    sent = lim.now()
+    await fake_sleep(0.3)
+    lim.on_response(429, sent, late)  # the late one, sent while the pause ran
+    await fake_sleep(1.0)
+    await asyncio.wait_for(lim.acquire(), 5)  # the pause ends: its decision is made
+    assert lim.rate is not None
+    assert lim.rate > 0
+    assert lim.paused_until <= lim.now()
+
+
 async def test_a_ceiling_is_never_exceeded_by_concurrent_callers(fake_sleep: FakeSleep) -> None:
     lim = limiter(fake_sleep, RateLimit(10, burst=3))
     starts: list[float] = []
