@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from multidict import CIMultiDict
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -103,7 +105,8 @@ class APIError(DotsError):
         self.method = method
         self.path = path
         self.body = body
-        self.headers: Mapping[str, str] = dict(headers) if headers else {}
+        # Header names are case-insensitive, whatever case a server or proxy sends.
+        self.headers: Mapping[str, str] = CIMultiDict(headers or {})
         self.error_code = error_code
         #: The server's requested wait in seconds (a `Retry-After` header), if it sent one.
         self.retry_after = retry_after
@@ -214,42 +217,49 @@ def excerpt(text: str) -> str:
     return text
 
 
-def _message_from(value: Any) -> str | None:
+#: How deep a message is looked for: real bodies nest it two or three levels down, and a
+#: body nested a thousand deep must not exhaust the stack of a function that never raises.
+_MESSAGE_DEPTH = 8
+
+
+def _message_from(value: Any, depth: int) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
+    if depth >= _MESSAGE_DEPTH:
+        return None
     if isinstance(value, Mapping):
-        return message_from_body(value)
+        return message_from_body(value, depth + 1)
     if isinstance(value, list) and value:
-        parts = [m for m in (_message_from(v) for v in value) if m]
+        parts = [m for m in (_message_from(v, depth + 1) for v in value) if m]
         return "; ".join(parts) if parts else None
     return None
 
 
-def message_from_body(body: Any) -> str | None:
+def message_from_body(body: Any, depth: int = 0) -> str | None:
     """Find a human message in a decoded error body of whatever shape arrives."""
     if isinstance(body, Mapping):
         for key in _MESSAGE_KEYS:
             if key in body:
-                found = _message_from(body[key])
+                found = _message_from(body[key], depth)
                 if found:
                     return found
         return None
-    return _message_from(body)
+    return _message_from(body, depth)
 
 
 def error_code_from_body(body: Any) -> str | None:
     """Dots documents kebab-case codes (`invalid-input`, ...) without saying where they sit."""
-    if not isinstance(body, Mapping):
-        return None
-    for key in _CODE_KEYS:
-        value = body.get(key)
-        if isinstance(value, str) and value:
-            return value
-    error = body.get("error")
-    if isinstance(error, Mapping):
-        return error_code_from_body(error)
-    if isinstance(error, str) and re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)+", error):
-        return error
+    for _ in range(_MESSAGE_DEPTH):  # into nested "error" objects, as deep as a message
+        if not isinstance(body, Mapping):
+            return None
+        for key in _CODE_KEYS:
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+        error = body.get("error")
+        if isinstance(error, str) and re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)+", error):
+            return error
+        body = error
     return None
 
 
@@ -258,7 +268,7 @@ def decode_error_body(raw: bytes) -> tuple[Any, str | None]:
     text = raw.decode("utf-8", errors="replace")
     try:
         body = json.loads(text) if text.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the decoder's stack
         short = excerpt(text)
         return short, short or None
     return body, message_from_body(body)
@@ -275,6 +285,7 @@ def error_for_response(
     retry_after: float | None = None,
 ) -> APIError:
     """Map one HTTP error response to its exception. Pure: no I/O, never raises."""
+    headers = CIMultiDict(headers)  # `Location` found as `location` too
     body, message = decode_error_body(raw)
     message = message or reason or "error"
     cls = error_class_for_status(status)

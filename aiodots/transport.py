@@ -459,7 +459,7 @@ class Transport:
                         raise UnreadableResponseError(
                             f"the response body is not valid JSON: {text!r}",
                             status=status, method=request.method, path=request.path,
-                            body=text, headers=dict(response.headers),
+                            body=text, headers=response.headers,
                         ) from exc
                 decode = request.decode
                 result = data if decode is None else decode(data, status, request.path)
@@ -484,7 +484,7 @@ class Transport:
                 pause = None
             limiter.on_response(status, sent_at, pause)
             raise error_for_response(
-                status, dict(headers), raw, method=request.method, path=request.path,
+                status, headers, raw, method=request.method, path=request.path,
                 reason=response.reason, retry_after=retry_after,
             )
         except DotsError as exc:

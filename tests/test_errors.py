@@ -138,3 +138,36 @@ def test_validation_error_is_a_value_error_and_a_dots_error() -> None:
     assert issubclass(aiodots.ValidationError, aiodots.DotsError)
     assert issubclass(aiodots.APITimeoutError, aiodots.APIConnectionError)
     assert issubclass(aiodots.RateLimitError, aiodots.APIError)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 5000 + b"]" * 5000,  # deeper than the JSON decoder's stack
+        b'{"error": ' * 900 + b'"deep-code"' + b"}" * 900,  # within it, deeper than a look
+        b'{"message": ' + b"[" * 900 + b'"deep"' + b"]" * 900 + b"}",
+    ],
+    ids=["past-the-decoder", "nested-error-objects", "nested-lists"],
+)
+def test_an_error_body_of_any_depth_maps_to_its_error_without_raising(raw: bytes) -> None:
+    """`error_for_response` never raises: a hostile or broken body nested thousands deep
+    (a RecursionError in the decoder, or in the look for a message) still maps."""
+    error = error_for_response(500, {}, raw, method="GET", path="/v2/flows/f-1")
+    assert isinstance(error, aiodots.ServerError)
+    assert error.status == 500
+
+
+def test_error_headers_are_read_whatever_their_case() -> None:
+    """aiohttp's C parser re-cases known header names, its pure-Python parser (PyPy,
+    AIOHTTP_NO_EXTENSIONS) does not, and proxies often send lower case: a redirect's
+    target and a header the caller reads must not depend on it."""
+    moved = error_for_response(
+        302, {"location": "https://elsewhere.example/x"}, b"", method="GET", path="/v2/f"
+    )
+    assert isinstance(moved, aiodots.RedirectError)
+    assert moved.location == "https://elsewhere.example/x"
+    refused = error_for_response(
+        503, {"x-request-id": "r-1"}, b"{}", method="GET", path="/v2/f"
+    )
+    assert refused.headers["X-Request-Id"] == "r-1"
+    assert refused.headers.get("x-request-id") == "r-1"
