@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import os
 import ssl as ssl_module
 import warnings
@@ -58,7 +59,9 @@ class Client:
 
     - `timeout`: seconds for one HTTP attempt; `deadline`: seconds for a whole call,
       retries and waits included (None: no cap).
-    - `max_retries`, `retry_policy`: see `RetryPolicy`; `retry_budget=False` disables the
+    - `max_retries`, `retry_policy`: see `RetryPolicy`; `deadline` and `max_retry_after`
+      apply to a given `retry_policy` too, and a `max_retries` that contradicts it is a
+      `ValidationError`. `retry_budget=False` disables the
       shared retry budget.
     - `rate_limit`: requests per second (a number or `RateLimit(rate, burst)`) never to
       exceed; with None the client runs unthrottled until a 429, then adapts.
@@ -105,8 +108,13 @@ class Client:
                 "Dots credentials are missing: pass client_id and api_key, or set "
                 "DOTS_CLIENT_ID and DOTS_API_KEY"
             )
-        if not isinstance(timeout, int | float) or timeout <= 0:
-            raise ValidationError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout) or timeout <= 0
+        ):
+            raise ValidationError(
+                f"timeout must be a finite number of seconds above 0, not {timeout!r}"
+            )
         self.client_id = client_id
         self.base_url = _resolve_base_url(base_url, environment)
         if not allow_insecure_http:
@@ -116,8 +124,25 @@ class Client:
         if ssl is not None:
             _check_ssl_context(ssl)
 
+        if retry_policy is not None and max_retries not in (3, retry_policy.max_retries):
+            # 3 is the default, so a policy's own count cannot be told from it: a count
+            # that differs from both is a conflict to say, never one to settle silently.
+            raise ValidationError(
+                f"max_retries={max_retries} conflicts with the retry_policy's "
+                f"max_retries={retry_policy.max_retries}; give it in the RetryPolicy"
+            )
+        if rate_limit is not None and (
+            isinstance(rate_limit, bool) or not isinstance(rate_limit, RateLimit | int | float)
+        ):
+            raise ValidationError(
+                "rate_limit must be requests per second or a RateLimit(rate, burst), "
+                f"not {type(rate_limit).__name__}"
+            )
         try:
-            policy = retry_policy or RetryPolicy(max_retries=max_retries, deadline=deadline)
+            policy = retry_policy or RetryPolicy(max_retries=max_retries)
+            # Given on their own, these apply to the policy given as well as the default.
+            if deadline is not None:
+                policy = attrs.evolve(policy, deadline=deadline)
             if max_retry_after is not None:
                 policy = attrs.evolve(policy, max_retry_after=max_retry_after)
             limits = Limits(max_connections=max_connections)

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import attrs
 
@@ -238,8 +239,25 @@ def backoff_seconds(
     Full jitter spreads a thousand retrying tasks over the whole window instead of
     bunching them at its edge (the AWS architecture blog's comparison of jitter kinds).
     """
-    ceiling: float = min(maximum, initial * 2.0 ** max(0, retry_number - 1))
+    # Past 64 doublings the cap was reached long ago; 2.0 ** 1024 would overflow.
+    doublings = min(max(0, retry_number - 1), 64)
+    ceiling: float = min(maximum, initial * 2.0**doublings)
     return ceiling * rand()
+
+
+def finite_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """attrs validator: a duration, a finite number of seconds above 0 (None where the
+    field is optional). Infinity would overflow aiohttp's timers; NaN compares false
+    with everything, so it would never expire."""
+    if value is None:
+        return
+    if (
+        isinstance(value, bool) or not isinstance(value, int | float)
+        or not math.isfinite(value) or value <= 0
+    ):
+        raise ValueError(
+            f"{attribute.name} must be a finite number of seconds above 0, not {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -254,12 +272,10 @@ class RetryPolicy:
     """
 
     max_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
-    backoff_initial: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
-    backoff_max: float = attrs.field(default=8.0, validator=attrs.validators.gt(0))
+    backoff_initial: float = attrs.field(default=0.5, validator=finite_seconds)
+    backoff_max: float = attrs.field(default=8.0, validator=finite_seconds)
     max_retry_after: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
-    deadline: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
-    )
+    deadline: float | None = attrs.field(default=None, validator=finite_seconds)
     rand: Callable[[], float] = attrs.field(default=random.random, repr=False, eq=False)
 
     def is_retryable(self, exc: BaseException, replay: Replay) -> bool:

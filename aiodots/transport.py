@@ -41,6 +41,7 @@ from .retry import (
     Replay,
     RetryBudget,
     RetryPolicy,
+    finite_seconds,
     is_ambiguous,
     is_key_rejection,
     parse_retry_after,
@@ -127,15 +128,11 @@ def default_headers(authorization: str) -> dict[str, str]:
 class CallOptions:
     """Per-call overrides. Unset fields keep the client's settings."""
 
-    timeout: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
-    )
+    timeout: float | None = attrs.field(default=None, validator=finite_seconds)
     max_retries: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
     )
-    deadline: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
-    )
+    deadline: float | None = attrs.field(default=None, validator=finite_seconds)
     headers: Mapping[str, str] | None = None
 
     def apply(self, policy: RetryPolicy) -> RetryPolicy:

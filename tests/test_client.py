@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import math
 import os
 import sys
 import threading
 import warnings
+from typing import Any
 
 import aioresponses
 import pytest
 
 import aiodots
+from aiodots.resources._options import call_options
+from aiodots.retry import backoff_seconds
 from aiodots.testing import DotsEmulator
 
 from .conftest import BASE_URL, flow_json
@@ -63,6 +67,41 @@ def test_invalid_settings_are_validation_errors() -> None:
         aiodots.Client("i", "k", max_connections=0)
     with pytest.raises(aiodots.ValidationError):
         aiodots.Client("i", "k", rate_limit=0)
+
+
+@pytest.mark.parametrize("seconds", [math.inf, math.nan, True, "30", -1.0])
+def test_a_duration_that_could_never_expire_or_be_timed_is_refused(seconds: Any) -> None:
+    """Infinity overflowed aiohttp's timer on every request; NaN compares false with
+    everything, so it passed the check and never expired."""
+    with pytest.raises(aiodots.ValidationError, match="timeout must be a finite number"):
+        aiodots.Client("i", "k", timeout=seconds)
+    with pytest.raises(aiodots.ValidationError, match="deadline must be a finite number"):
+        aiodots.Client("i", "k", deadline=seconds)
+    with pytest.raises(aiodots.ValidationError, match="timeout must be a finite number"):
+        call_options(timeout=seconds)
+    with pytest.raises(ValueError, match="backoff_max must be a finite number"):
+        aiodots.RetryPolicy(backoff_max=seconds)
+
+
+def test_settings_beside_a_retry_policy_apply_or_are_refused_never_dropped() -> None:
+    policy = aiodots.RetryPolicy(max_retries=5)
+    dots = aiodots.Client("i", "k", retry_policy=policy, deadline=12.0, max_retry_after=7.0)
+    assert (dots.retry_policy.max_retries, dots.retry_policy.deadline) == (5, 12.0)
+    assert dots.retry_policy.max_retry_after == 7.0
+    assert aiodots.Client("i", "k", retry_policy=policy, max_retries=5).retry_policy == policy
+    with pytest.raises(aiodots.ValidationError, match="max_retries=0 conflicts"):
+        aiodots.Client("i", "k", retry_policy=policy, max_retries=0)
+
+
+@pytest.mark.parametrize("rate", ["10", [10], True, {"rate": 10}])
+def test_a_rate_limit_of_another_kind_is_a_validation_error(rate: Any) -> None:
+    with pytest.raises(aiodots.ValidationError, match="rate_limit must be requests per second"):
+        aiodots.Client("i", "k", rate_limit=rate)
+
+
+def test_backoff_after_a_thousand_retries_is_its_cap_not_an_overflow() -> None:
+    wait = backoff_seconds(5000, initial=0.5, maximum=8.0, rand=lambda: 1.0)
+    assert wait == 8.0
 
 
 async def test_close_is_idempotent_and_a_closed_client_refuses_calls(
