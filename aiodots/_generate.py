@@ -567,11 +567,27 @@ class Generator:
                     not multipart
                 )
             returns, kind = self.response(op, resource, verb, module)
+            if kind == "page":
+                self.cursors_follow_ids(query, returns)
             self.methods.append(MethodSpec(
                 resource, verb, key, op.get("summary", ""), op.get("description", ""),
                 path_params, query, body_class, body_fields, returns, kind, multipart,
                 base64_file,
             ))
+
+    def cursors_follow_ids(self, query: list[FieldSpec], item_class: str) -> None:
+        """A list's cursor is the id of one of its objects (each cursor's description
+        says so), so its check must accept those ids. The transactions list types its
+        cursors as UUIDs while a transaction's `id` is an integer: there the id wins, and
+        the cursors take an integer id (or its text) instead of a UUID."""
+        spec = self.classes.get(item_class)
+        ids = [f for f in spec.fields if f.wire == "id"] if spec else []
+        if not ids or ids[0].annotation.removesuffix(" | None") != "int":
+            return
+        for f in query:
+            if f.wire in ("starting_after", "ending_before"):
+                f.converter = "v.to_integer_id"
+                f.input_annotation = optional("str | int")  # query parameters are optional
 
     def response(
         self, op: dict[str, Any], resource: str, verb: str, module: str

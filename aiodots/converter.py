@@ -414,16 +414,25 @@ def structure_page(
     data: Any, cls: type[T], *, method: str, path: str, status: int = 200
 ) -> Page[T]:
     """A list response: `{"data": [...], "has_more": bool}`, or a bare array (some Dots
-    list endpoints answer that way)."""
+    list endpoints answer that way). `has_more` absent or null means no more pages."""
     if type(data) is dict and type(data.get("data")) is list:  # every answer: no ABC test
-        items, has_more = data["data"], bool(data.get("has_more", False))
+        items, has_more = data["data"], data.get("has_more")
     elif isinstance(data, list):
         items, has_more = data, False
     elif isinstance(data, Mapping) and isinstance(data.get("data"), list):
-        items, has_more = data["data"], bool(data.get("has_more", False))
+        items, has_more = data["data"], data.get("has_more")
     else:
         raise InvalidResponseError(
             "expected a list page ({'data': [...], 'has_more': ...}) or a JSON array",
+            status=status, method=method, path=path, body=data,
+        )
+    # A JSON boolean only: bool() would read "false" (or any non-empty string) as true,
+    # and a list would then ask for pages the server never said it had.
+    if has_more is None:
+        has_more = False
+    elif has_more is not True and has_more is not False:
+        raise InvalidResponseError(
+            f"has_more must be true, false or absent, not {has_more!r}",
             status=status, method=method, path=path, body=data,
         )
     # The fast path for the whole page at once (no call per item through

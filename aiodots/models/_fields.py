@@ -30,6 +30,7 @@ __all__ = [
     "string",
     "to_date",
     "to_datetime",
+    "to_integer_id",
     "optional_model",
     "optional_models",
     "to_strings",
@@ -51,6 +52,7 @@ _METADATA_MAX_DEPTH = 32
 # word; this only catches the typos that would certainly be refused.
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 _URI = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+\Z")
+_INTEGER = re.compile(r"-?[0-9]+\Z")
 
 
 def _name(attribute: attrs.Attribute[Any]) -> str:
@@ -220,6 +222,18 @@ def to_uuid(value: Any) -> Any:
         else:
             return value
     raise ValidationError(f"expected a UUID, not {value!r}")
+
+
+def to_integer_id(value: Any) -> Any:
+    """The id of an object whose ids are integers (a transaction), given as an `int` or
+    its decimal text; sent as text. Anything else fails here."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and _INTEGER.match(value):
+        return value
+    raise ValidationError(f"expected an integer id, not {value!r}")
 
 
 def to_date(value: Any) -> Any:

@@ -172,14 +172,18 @@ class Resource:
         body: Any = None,
         options: CallOptions | None = None,
         raw_body: Any = None,
+        params: Mapping[str, str] | None = None,
     ) -> Any:
         """Send one logical call of `op` and decode its answer.
 
-        A request model with an `idempotency_key` field gets a fresh UUID4 when the
+        `query` is the caller's arguments, checked here; `params` a query already
+        checked (or taken from the server's answer, as a list's next cursor), sent as
+        it is. A request model with an `idempotency_key` field gets a fresh UUID4 when the
         caller left it unset; the same key then goes out on every attempt.
         """
         path = op.path_for(path_args)
-        params = page_params(query, op) if query else None
+        if query:
+            params = page_params(query, op)
         key = None
         if body is not None and op.replay is Replay.IDEMPOTENT:
             body = with_idempotency_key(body)
@@ -267,18 +271,23 @@ class Resource:
         query: Mapping[str, Any],
         overrides: CallOverrides,
     ) -> Pages[Any]:
-        page_params(query, op)  # fail on bad arguments now, not at the first iteration
+        # The caller's arguments, their cursor included, are checked once and now: bad
+        # ones fail here, not at the first iteration.
+        params = page_params(query, op)
+        starting_after = params.pop("starting_after", None)
+        ending_before = params.pop("ending_before", None)
         options = call_options(**overrides)
 
-        async def fetch(cursor: Mapping[str, Any]) -> Page[Any]:
+        async def fetch(cursor: Mapping[str, str]) -> Page[Any]:
+            # The cursor is the caller's, checked above, or the id of an item the server
+            # listed: sent as text, never checked again as input (a list's own ids need
+            # not pass its cursor check; the server has the last word on them).
             page: Page[Any] = await self._send(
-                op, path_args, query={**query, **cursor}, options=options
+                op, path_args, params={**params, **cursor}, options=options
             )
             return page
 
-        return Pages(
-            fetch, query.get("starting_after"), query.get("ending_before"), path=op.path
-        )
+        return Pages(fetch, starting_after, ending_before, path=op.path)
 
     def _create_many(
         self,
@@ -361,10 +370,12 @@ async def find_transfer(
     if user_id is None:
         return None
     since = started - RECOVERY_CLOCK_SKEW
+    params = page_params({"user_id": user_id, "start_date": since, "limit": 100})
 
-    async def fetch(cursor: Mapping[str, Any]) -> Page[Any]:
-        query = {"user_id": user_id, "start_date": since, "limit": 100, **cursor}
-        page: Page[Any] = await resource._send(_LIST_TRANSFERS, query=query, options=options)
+    async def fetch(cursor: Mapping[str, str]) -> Page[Any]:
+        page: Page[Any] = await resource._send(
+            _LIST_TRANSFERS, params={**params, **cursor}, options=options
+        )
         return page
 
     matches = []
@@ -399,13 +410,15 @@ class Pages(Generic[T]):
     `.pages()` yields the pages themselves.
 
     Pages follow `has_more`: forwards with `starting_after`, or backwards when started
-    from `ending_before`. A server that answers the same cursor again, or a page already
-    seen, ends the iteration with `InvalidResponseError` instead of looping forever.
+    from `ending_before`. The next cursor is the id of the page's last item (its first,
+    backwards) as text, handed to `fetch` as the server gave it. A server that answers
+    the same cursor again, or a page already seen, or whose edge item has no id to go on
+    from, ends the iteration with `InvalidResponseError` instead of looping forever.
     """
 
     def __init__(
         self,
-        fetch: Callable[[Mapping[str, Any]], Any],
+        fetch: Callable[[Mapping[str, str]], Any],
         starting_after: str | None = None,
         ending_before: str | None = None,
         *,
@@ -420,11 +433,11 @@ class Pages(Generic[T]):
         backwards = self._ending_before is not None
         cursor = self._ending_before if backwards else self._starting_after
         seen_cursors: set[str] = set()
-        seen_pages: set[tuple[str, ...]] = set()
+        seen_pages: set[tuple[str | None, ...]] = set()
         while True:
             arg = "ending_before" if backwards else "starting_after"
             page: Page[T] = await self._fetch({arg: cursor} if cursor is not None else {})
-            ids = tuple(str(getattr(item, "id", "")) for item in page.data)
+            ids = tuple(_cursor_of(item) for item in page.data)
             if ids in seen_pages and ids:
                 raise InvalidResponseError(
                     f"the list does not advance: {arg}={cursor!r} answered a page already "
@@ -436,6 +449,14 @@ class Pages(Generic[T]):
             if not page.has_more or not page.data:
                 return
             next_cursor = ids[0] if backwards else ids[-1]
+            if next_cursor is None:
+                where = f"the page at {arg}={cursor!r}" if cursor is not None else "the first page"
+                edge = "first" if backwards else "last"
+                raise InvalidResponseError(
+                    f"the list cannot advance: {where} says more follow, but its {edge} "
+                    "item has no id to continue from",
+                    status=200, method="GET", path=self._path, body=None,
+                )
             if not next_cursor or next_cursor == cursor or next_cursor in seen_cursors:
                 raise InvalidResponseError(
                     f"the list does not advance: after {arg}={cursor!r} the next cursor "
@@ -453,3 +474,13 @@ class Pages(Generic[T]):
         async for page in self.pages():
             for item in page.data:
                 yield item
+
+
+def _cursor_of(item: object) -> str | None:
+    """A listed item's id as the cursor that continues after it: the id as the server
+    gave it, as text (a transaction's id is an int), or None when the item has none.
+    `str()` alone would make a missing id the cursor "None"."""
+    value = getattr(item, "id", None)
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)

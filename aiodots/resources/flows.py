@@ -105,8 +105,13 @@ class Flows:
         params = page_params(
             {"limit": limit, "starting_after": starting_after, "ending_before": ending_before}
         )
+        return await self._page(params, call_options(**overrides))
+
+    async def _page(self, params: Mapping[str, str], options: CallOptions | None) -> Page[Flow]:
+        """One page for a query already checked (what `FlowPages` sends, with the cursor
+        the server's previous page gave)."""
         page: Page[Flow] = await self._transport.request(
-            "GET", _PATH, params=params, options=call_options(**overrides), decode=_flow_page
+            "GET", _PATH, params=params, options=options, decode=_flow_page
         )
         return page
 
@@ -123,9 +128,6 @@ class Flows:
         Pages follow `has_more`: forwards with `starting_after`, or backwards when you
         start from `ending_before`. Arguments are checked here, before any request.
         """
-        page_params(
-            {"limit": limit, "starting_after": starting_after, "ending_before": ending_before}
-        )
         return FlowPages(self, limit, starting_after, ending_before, overrides)
 
     def create_many(
@@ -197,7 +199,8 @@ def _flow_page(data: Any, status: int, path: str) -> Page[Flow]:
 
 class FlowPages(Pages[Flow]):
     """Async iterator over flows, one page request at a time; `.pages()` yields pages.
-    A list that does not advance ends with `InvalidResponseError` (see `Pages`)."""
+    A list that does not advance ends with `InvalidResponseError` (see `Pages`).
+    The arguments are checked when it is made, before any request."""
 
     def __init__(
         self,
@@ -207,7 +210,16 @@ class FlowPages(Pages[Flow]):
         ending_before: str | None,
         overrides: CallOverrides,
     ) -> None:
-        async def fetch(cursor: Mapping[str, Any]) -> Page[Flow]:
-            return await flows.list_page(limit=limit, **cursor, **overrides)
+        params = page_params(
+            {"limit": limit, "starting_after": starting_after, "ending_before": ending_before}
+        )
+        first_after = params.pop("starting_after", None)
+        first_before = params.pop("ending_before", None)
+        options = call_options(**overrides)
 
-        super().__init__(fetch, starting_after, ending_before, path=_PATH)
+        async def fetch(cursor: Mapping[str, str]) -> Page[Flow]:
+            # The caller's cursor, checked above, or the id of the flow the server listed
+            # last (first, backwards): sent as the server gave it, not checked again.
+            return await flows._page({**params, **cursor}, options)
+
+        super().__init__(fetch, first_after, first_before, path=_PATH)

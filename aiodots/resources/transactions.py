@@ -23,8 +23,8 @@ _LIST = Operation(
     "/v2/transactions",
     page_of=Transaction,
     query={
-        "starting_after": v.Param(converter=v.to_uuid),
-        "ending_before": v.Param(converter=v.to_uuid),
+        "starting_after": v.Param(converter=v.to_integer_id),
+        "ending_before": v.Param(converter=v.to_integer_id),
         "include_transfer": v.Param(checks=(v.boolean(),)),
     },
 )
@@ -42,8 +42,8 @@ class Transactions(Resource):
         self,
         *,
         limit: int | None = None,
-        starting_after: str | UUID | None = None,
-        ending_before: str | UUID | None = None,
+        starting_after: str | int | None = None,
+        ending_before: str | int | None = None,
         include_transfer: bool | None = None,
         **overrides: Unpack[CallOverrides],
     ) -> Pages[Transaction]:
@@ -70,8 +70,8 @@ class Transactions(Resource):
         self,
         *,
         limit: int | None = None,
-        starting_after: str | UUID | None = None,
-        ending_before: str | UUID | None = None,
+        starting_after: str | int | None = None,
+        ending_before: str | int | None = None,
         include_transfer: bool | None = None,
         **overrides: Unpack[CallOverrides],
     ) -> Page[Transaction]:
