@@ -6,7 +6,8 @@
 - Step names the enum does not know stay plain strings, and unknown response fields
   are ignored: a field or step the API adds later must not break an old client.
 - A response that cannot be structured raises `InvalidResponseError`, never a stray
-  `KeyError` or a cattrs exception.
+  `KeyError` or a cattrs exception. A value of the wrong JSON kind where a nested object
+  or an array belongs is such a response, not an object of defaults or a string's letters.
 - Responses are structured by cattrs' fast mode first and only a payload it refuses by
   the detailed converter, which explains the failure: the same answers, at the cost of
   the fast path for every model.
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from . import model_builder
@@ -149,6 +151,60 @@ def _structure_json_object(value: Any, _: Any) -> Mapping[str, Any] | None:
     raise TypeError(f"expected an object, not {type(value).__name__}")
 
 
+def _is_array(t: Any) -> bool:
+    """`tuple[X, ...]`: how a model holds a JSON array of X. `Page`'s `tuple[T, ...]` (a
+    type variable, no hook: pages are never read by a converter) is left to cattrs."""
+    args = get_args(t)
+    return (
+        get_origin(t) is tuple
+        and len(args) == 2
+        and args[1] is Ellipsis
+        and not isinstance(args[0], TypeVar)
+    )
+
+
+def _array_hook(tp: Any, conv: cattrs.Converter) -> Callable[[Any, Any], tuple[Any, ...]]:
+    """A `tuple[X, ...]` field's hook: cattrs' own takes any iterable, which makes a string
+    its letters and an object its keys. Only a JSON array (a list, or a tuple) is one."""
+    if conv.detailed_validation:
+        # cattrs' own here, for its errors, which name the index of each bad item.
+        structure_items = homogenous_tuple_structure_factory(tp, conv)
+
+        def structure_detailed(value: Any, _: Any) -> tuple[Any, ...]:
+            if not isinstance(value, list | tuple):
+                raise TypeError(f"expected an array, not {type(value).__name__}")
+            items: tuple[Any, ...] = structure_items(value, tp)
+            return items
+
+        return structure_detailed
+    # The fast path: the check and the loop in one function, no call more than cattrs'.
+    item_type = get_args(tp)[0]
+    try:
+        item_hook = conv.get_structure_hook(item_type)
+    except RecursionError:  # a model that holds itself: looked up on each call, as cattrs'
+        item_hook = conv.structure
+
+    def structure(value: Any, _: Any) -> tuple[Any, ...]:
+        if type(value) is not list and not isinstance(value, list | tuple):
+            raise TypeError(f"expected an array, not {type(value).__name__}")
+        return tuple([item_hook(item, item_type) for item in value])
+
+    return structure
+
+
+def _objects_only(structure: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
+    """A model's cattrs-generated function, refusing a value that is no JSON object: it
+    reads each optional field after a `'key' in o` test, which a string or a list answers
+    too (`"id" in "junk"`), and would make a model of defaults of either."""
+
+    def structure_object(value: Any, cls: Any) -> T:
+        if type(value) is not dict and not isinstance(value, Mapping):
+            raise TypeError(f"expected an object, not {type(value).__name__}")
+        return structure(value, cls)
+
+    return structure_object
+
+
 def _wire_names(cls: type[Any]) -> dict[str, Any]:
     # A field whose wire name is no Python identifier ("1099_adjustment") keeps the wire
     # name in its metadata; both directions rename it.
@@ -167,6 +223,8 @@ def _register_structure_hooks(conv: cattrs.Converter) -> None:
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook(bool, _structure_bool)
     conv.register_structure_hook(Any, lambda value, _: value)
+    # Every array field. Registered before the step names': the later hook is tried first.
+    conv.register_structure_hook_factory(_is_array, _array_hook)
     # Free-form JSON objects are kept as given.
     conv.register_structure_hook_func(
         lambda t: t in (Mapping[str, Any], Mapping[str, Any] | None), _structure_json_object
@@ -185,7 +243,8 @@ _register_structure_hooks(_fast)
 # Every model (one per resource schema) gets a function made on first use from the class
 # itself, never a hand-written one: cattrs' detailed one here, for `_fast` the one below.
 converter.register_structure_hook_factory(
-    attrs.has, lambda cls: make_dict_structure_fn(cls, converter, **_wire_names(cls))
+    attrs.has,
+    lambda cls: _objects_only(make_dict_structure_fn(cls, converter, **_wire_names(cls))),
 )
 
 #: For each field type, the exact value types its hook above returns unchanged: the fast
@@ -258,11 +317,12 @@ def _built(cls: Any) -> model_builder.StructureFns:
 
 
 def _fast_model_hook(cls: type[Any]) -> Callable[[Any, Any], Any]:
-    # Response models are built by `aiodots.model_builder` (measured there); the rest
-    # (request models, with validators) by cattrs.
+    # Response models are built by `aiodots.model_builder` (measured there), whose
+    # functions refuse a value that is no mapping themselves; the rest (request models,
+    # with validators) by cattrs.
     if model_builder.can_build(cls):
         return _built(cls).one
-    return make_dict_structure_fn(cls, _fast, **_wire_names(cls))
+    return _objects_only(make_dict_structure_fn(cls, _fast, **_wire_names(cls)))
 
 
 _fast.register_structure_hook_factory(attrs.has, _fast_model_hook)

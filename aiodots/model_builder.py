@@ -7,9 +7,11 @@ whose exact type its hook would return unchanged (a `str` for a `str` field, a `
 a JSON object, ...) without calling the hook, hand every other value to the hook, and
 fill a missing optional field with its default. A payload with every key (nearly every
 answer) has them all read in one call; one without some key, or not a mapping, goes
-field by field, as the cattrs-generated functions do. What they accept and return is
-what those functions would: the hooks decide every value that is not plainly right, and
-tests/test_converter_paths.py holds the paths to the same answers on every model.
+field by field, as the cattrs-generated functions do, and that path refuses a value that
+is no mapping (a string or an array would answer its `'key' in o` tests). What they
+accept and return is what those functions would: the hooks decide every value that is
+not plainly right, and tests/test_converter_paths.py holds the paths to the same answers
+on every model.
 
 Why not attrs' own `__init__`: the models are frozen classes with slots, whose `__init__`
 sets each field through `object.__setattr__`, because their `__setattr__` refuses. That
@@ -116,8 +118,15 @@ def make_structure_fns(
     stores = [f"    obj.{field.name} = {v}" for field, v in zip(fields, names, strict=True)]
     build = ["    obj = _builder()", *stores, "    obj.__class__ = _cls", "    return obj"]
 
-    # Field by field: what a payload without every key takes.
-    by_field: list[str] = []
+    # Field by field: what a payload without every key takes, and what a value that is
+    # no JSON object reaches (every key at once fails on it with a TypeError). Refused
+    # here, not left to the `in` tests below: `"id" in "junk"` and `"id" in ["id"]` are
+    # True, and a string or a list without the keys would make a model of defaults.
+    namespace["_Mapping"] = Mapping
+    by_field: list[str] = [
+        "    if type(o) is not dict and not isinstance(o, _Mapping):",
+        "        raise TypeError(f'expected an object, not {type(o).__name__}')",
+    ]
     for key, v, convert, default in zip(keys, names, converts, defaults, strict=True):
         if default is None:
             by_field.append(f"    {v} = o[{key!r}]")

@@ -346,3 +346,82 @@ def test_a_constructed_page_is_a_page() -> None:
     assert page == aiodots.models.Page(data=(1, 2), has_more=True)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         page.has_more = False  # type: ignore[misc]
+
+
+def _wrong_kinds(tp: Any) -> list[Any]:
+    """JSON values of the wrong kind for a field of type `tp` that holds a nested model
+    or an array: what a broken server might send there. Empty for any other field."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        # `X | None`: None is right for it; the wrong kinds are X's.
+        inner = [arg for arg in args if arg is not type(None)]
+        return _wrong_kinds(inner[0]) if len(inner) == 1 else []
+    if attrs.has(tp):
+        # A string or an array is no object, whatever keys `in` finds in it.
+        return ["text", "id", [], ["id"], [{"id": "x"}], 12345, 1.5, True]
+    if typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        # A string is no array of strings, nor an object an array of its keys.
+        wrong: list[Any] = ["text", "", {}, {"id": "x"}, 12345, 1.5, True]
+        if attrs.has(args[0]):
+            wrong += [["text"], [12345], [["id"]]]  # items that are no objects
+        return wrong
+    return []
+
+
+def _nested_fields() -> list[tuple[type[Any], attrs.Attribute[Any], Any]]:
+    """(model, field, field type) for every field of an answer model that holds a nested
+    model or an array: derived from the models, so a new one is covered too."""
+    found = []
+    for cls in sorted(_answer_models(), key=lambda c: c.__qualname__):
+        hints = typing.get_type_hints(cls)
+        for field in attrs.fields(cls):
+            if _wrong_kinds(hints[field.name]):
+                found.append((cls, field, hints[field.name]))
+    return found
+
+
+NESTED_FIELDS = _nested_fields()
+
+
+def test_the_nested_fields_include_the_known_ones() -> None:
+    # A guard for the test below: it must reach models, lists of models and of strings.
+    names = {(cls.__name__, field.name) for cls, field, _ in NESTED_FIELDS}
+    assert {
+        ("User", "phone_number"),
+        ("UserCompliance", "flags"),
+        ("User", "payout_options_exclude_list"),
+        ("Transfer", "transactions"),
+        ("Flow", "steps"),
+    } <= names
+    assert len(NESTED_FIELDS) >= 30
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "tp"),
+    [pytest.param(*p, id=f"{p[0].__name__}.{p[1].name}") for p in NESTED_FIELDS],
+)
+def test_a_nested_value_of_the_wrong_kind_is_refused(
+    cls: type[Any], field: attrs.Attribute[Any], tp: Any
+) -> None:
+    good = SPEC_PAYLOADS[cls][0] if cls in SPEC_PAYLOADS else _payload(cls)
+    for wrong in _wrong_kinds(tp):
+        payload = {**good, field.metadata.get("wire", field.name): wrong}
+        # Both paths refuse it (and agree), and the answer names the field (cattrs names
+        # it by its attribute, not its wire name).
+        answered = _assert_paths_agree(cls, payload)
+        assert answered[:2] == ("error", "InvalidResponseError"), f"{cls.__name__}: {payload!r}"
+        assert f"$.{field.name}" in answered[2], answered
+
+
+def test_any_mapping_or_array_is_still_taken_where_one_is_expected() -> None:
+    # The refusal is of the wrong kind of value, not of another mapping or sequence type.
+    user = SPEC_PAYLOADS[aiodots.models.User][0]
+    payload = {
+        **user,
+        "phone_number": types.MappingProxyType({"country_code": "1"}),
+        "payout_options_exclude_list": ("ach",),
+    }
+    assert _assert_paths_agree(aiodots.models.User, payload)[0] == "ok"
+    structured = structure_response(payload, aiodots.models.User, method="GET", path="/")
+    assert structured.phone_number == aiodots.models.UserPhoneNumber(country_code="1")
+    assert structured.payout_options_exclude_list == ("ach",)
