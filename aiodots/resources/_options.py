@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TypedDict, Unpack
 
@@ -23,6 +24,19 @@ class CallOverrides(TypedDict, total=False):
 
 
 _KNOWN = CallOverrides.__required_keys__ | CallOverrides.__optional_keys__
+#: A header name: an RFC 9110 token.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _header_value(name: str, value: object) -> str:
+    """A header's value as given, or a ValidationError before anything is sent: aiohttp
+    refuses a line break or a NUL itself, but with a ValueError of its own, and a value
+    that is no string with a TypeError."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string, not {type(value).__name__}")
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ValidationError(f"{name} contains a line break or a NUL")
+    return value
 
 
 def call_options(**overrides: Unpack[CallOverrides]) -> CallOptions | None:
@@ -51,15 +65,13 @@ def call_options(**overrides: Unpack[CallOverrides]) -> CallOptions | None:
     headers: dict[str, str] = {}
     if extra_headers:
         for name, value in extra_headers.items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise ValidationError("extra_headers must map header names to strings")
-            if "\n" in value or "\r" in value:
-                raise ValidationError(f"header {name!r} contains a line break")
-            headers[name] = value
+            if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+                raise ValidationError(f"{name!r} is not a header name")
+            headers[name] = _header_value(name, value)
     if api_app_id is not None:
-        headers["Api-App-Id"] = api_app_id
+        headers["Api-App-Id"] = _header_value("api_app_id", api_app_id)
     if user_ip is not None:
-        headers["Dots-User-IP"] = user_ip
+        headers["Dots-User-IP"] = _header_value("user_ip", user_ip)
     if timeout is None and max_retries is None and deadline is None and not headers:
         return None
     try:
