@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from types import MappingProxyType
 
 import pytest
 
@@ -26,6 +27,10 @@ def test_the_stdlib_fallback_writes_what_orjson_writes(monkeypatch: pytest.Monke
         assert fallback.dumps.__module__ == "aiodots._json"  # the stdlib path, not orjson
         assert fallback.dumps(body) == with_orjson
         assert fallback.loads(with_orjson) == body
+        odd = {"metadata": MappingProxyType({"a": MappingProxyType({"b": 1})})}
+        assert fallback.dumps_mappings(odd) == b'{"metadata":{"a":{"b":1}}}'
+        with pytest.raises(TypeError):
+            fallback.dumps_mappings({"x": object()})
     finally:
         monkeypatch.undo()
         importlib.reload(_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from types import MappingProxyType
 from typing import Any
 
 import aioresponses
@@ -69,6 +70,26 @@ async def test_metadata_given_as_a_string_is_sent_as_that_string(
     (call,) = sent(mocked, "POST", FLOWS)
     assert call.kwargs["data"] == b'{"steps":["payout"],"metadata":"order-42"}'
     assert flow.metadata == "order-42"
+
+
+async def test_metadata_in_any_mapping_is_sent_as_a_json_object(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    """The models accept any mapping as a JSON object, and the encoder writes only dicts:
+    a read-only view (say) is written as the object it shows, nested ones too."""
+    mocked.post(FLOWS, payload=flow_json())
+    metadata = MappingProxyType({"team": "a", "more": MappingProxyType({"n": 1})})
+    await client.flows.create(steps=["payout"], metadata=metadata)
+    (call,) = sent(mocked, "POST", FLOWS)
+    assert call.kwargs["data"] == b'{"steps":["payout"],"metadata":{"team":"a","more":{"n":1}}}'
+
+
+async def test_a_body_the_encoder_cannot_write_is_a_validation_error_and_not_sent(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    with pytest.raises(aiodots.ValidationError, match="cannot be written as JSON"):
+        await client.flows.create(steps=["payout"], metadata={"n": 2**64})
+    assert mocked.requests == {}
 
 
 async def test_every_request_carries_basic_auth_json_and_the_user_agent(
