@@ -26,6 +26,7 @@ __all__ = [
     "IdempotencyKeyReusedError",
     "InvalidResponseError",
     "NotFoundError",
+    "NotSentTimeout",
     "PermissionDeniedError",
     "RateLimitError",
     "RedirectError",
@@ -74,6 +75,11 @@ class APITimeoutError(APIConnectionError):
 
 class ConnectFailed(APIConnectionError):
     """The connection could not be opened, so the request never left this machine."""
+
+
+class NotSentTimeout(APITimeoutError, ConnectFailed):
+    """The call's deadline passed before its request was sent (while it waited for the
+    rate limiter, say): a timeout, and like a failed connect it provably took no effect."""
 
 
 class TLSVerificationError(ConnectFailed):

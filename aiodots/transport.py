@@ -31,6 +31,7 @@ from .errors import (
     ConnectFailed,
     DotsError,
     IdempotencyKeyReusedError,
+    NotSentTimeout,
     TLSVerificationError,
     UnreadableResponseError,
     ValidationError,
@@ -395,6 +396,19 @@ class Transport:
             self._budget.on_success(spent)
         return result
 
+    async def _acquire_by_deadline(self, request: _Request) -> float:
+        """The limiter's wait, cut short when the call's deadline passes: a pause that
+        another call's 429 set, or a queue, must not hold a call past its deadline."""
+        assert request.deadline_at is not None
+        try:
+            async with asyncio.timeout(request.deadline_at - time.monotonic()):
+                return await self._limiter.acquire()
+        except TimeoutError:
+            raise NotSentTimeout(
+                "the call's deadline passed while it waited for the rate limit",
+                method=request.method, path=request.path,
+            ) from None
+
     async def _attempt(
         self, request: _Request, attempt: int, first: tuple[RetryPolicy, Replay] | None = None
     ) -> Any:
@@ -405,7 +419,10 @@ class Transport:
             try_acquire = self._try_acquire
             sent_at = None if try_acquire is None else try_acquire()
             if sent_at is None:
-                waited = await limiter.acquire()
+                if request.deadline_at is None:
+                    waited = await limiter.acquire()
+                else:
+                    waited = await self._acquire_by_deadline(request)
                 if waited:
                     self._stats.limiter_wait_seconds += waited
                 sent_at = limiter.now()
@@ -414,7 +431,7 @@ class Transport:
             if request.deadline_at is not None:
                 left = request.deadline_at - time.monotonic()
                 if left <= 0:
-                    raise APITimeoutError(
+                    raise NotSentTimeout(
                         "the call's deadline passed", method=request.method, path=request.path
                     )
                 timeout = aiohttp.ClientTimeout(total=min(left, timeout.total or left))

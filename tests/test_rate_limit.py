@@ -12,6 +12,7 @@ import pytest
 
 import aiodots
 from aiodots.ratelimit import AdaptiveRateLimiter, ImmediateLimiter, RateLimit
+from aiodots.retry import is_ambiguous
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
 
 from .conftest import FakeSleep
@@ -259,6 +260,36 @@ async def test_a_refused_retry_after_does_not_hold_the_other_callers(
         # held for the hour the server asked, this would time out
         await asyncio.wait_for(dots.flows.create(steps=["payout"]), timeout=5)
     assert dots_emulator.stats.created == 1
+
+
+@pytest.mark.parametrize("where", ["per call", "client-wide"])
+async def test_a_deadline_is_kept_while_the_call_waits_for_the_limiter(
+    dots_emulator: DotsEmulator, where: str
+) -> None:
+    """Another call's 429 paused every caller for 3 s; a call with a 0.3 s deadline
+    used to wait the pause out and only then fail."""
+    client_deadline = 0.3 if where == "client-wide" else None
+    async with client_for(dots_emulator, max_retries=0, deadline=client_deadline) as dots:
+        flow = await dots.flows.create(steps=["payout"], deadline=10.0)
+        dots_emulator.fail_next(1, status=429, retry_after="3")
+        with pytest.raises(aiodots.RateLimitError):
+            await dots.flows.retrieve(flow.id, deadline=10.0)  # sets the pause
+        seen = dots_emulator.stats.requests
+        started = time.monotonic()
+        per_call: dict[str, Any] = {"deadline": 0.3} if where == "per call" else {}
+        with pytest.raises(
+            aiodots.APITimeoutError, match="while it waited for the rate limit"
+        ) as caught:
+            await dots.flows.retrieve(flow.id, **per_call)
+        took = time.monotonic() - started
+        # Failing when the deadline passed, not at the pause's end: the bound is loose
+        # for slow machines, the difference it tells apart is 0.3 s against 3.
+        assert took < 2.0
+        assert dots_emulator.stats.requests == seen  # it was never sent
+        limiter = dots.limiter
+        assert isinstance(limiter, AdaptiveRateLimiter)
+        assert limiter.paused_until > limiter.now()  # the pause still runs
+        assert not is_ambiguous(caught.value)  # a create would be sent again safely
 
 
 async def test_during_an_outage_the_retry_budget_stops_the_retry_storm(
