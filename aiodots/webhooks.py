@@ -84,7 +84,10 @@ def verify(
     any case. `secret` is the endpoint's signing secret, `whsec_...` (or the raw key
     bytes). Raises `WebhookVerificationError` for anything that does not verify.
     """
-    body = payload.encode() if isinstance(payload, str) else bytes(payload)
+    try:
+        body = payload.encode() if isinstance(payload, str) else bytes(payload)
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 bytes were signed as it
+        raise WebhookVerificationError("the payload is not text UTF-8 can encode") from None
     key = _key_from(secret)
     found = _lowercased(headers)
     msg_id, raw_timestamp, signatures = (_header(found, names) for names in (

@@ -189,6 +189,13 @@ def test_a_str_payload_verifies_like_its_utf8_bytes() -> None:
     assert verify(BODY, headers, SECRET) == verify(BODY.encode(), headers, SECRET)
 
 
+def test_a_str_payload_utf8_cannot_encode_is_a_verification_error() -> None:
+    """A lone surrogate (a body decoded with errors="surrogateescape", say) used to leak
+    a UnicodeEncodeError from a function documented to raise only its own error."""
+    with pytest.raises(WebhookVerificationError, match="not text UTF-8 can encode"):
+        verify('{"event": "\udc80"}', signed_headers(), SECRET)
+
+
 def test_every_kind_of_headers_mapping_is_read_in_any_case() -> None:
     headers = signed_headers()
     shouted = {k.upper(): v for k, v in headers.items()}
