@@ -107,10 +107,13 @@ class Flows:
         )
         return await self._page(params, call_options(**overrides))
 
-    async def _page(self, params: Mapping[str, str], options: CallOptions | None) -> Page[Flow]:
+    def _page(
+        self, params: Mapping[str, str], options: CallOptions | None
+    ) -> Awaitable[Page[Flow]]:
         """One page for a query already checked (what `FlowPages` sends, with the cursor
-        the server's previous page gave)."""
-        page: Page[Flow] = await self._transport.request(
+        the server's previous page gave). The transport's awaitable itself, not a
+        coroutine around it: `list_page` would cross one more level per resume."""
+        page: Awaitable[Page[Flow]] = self._transport.request(
             "GET", _PATH, params=params, options=options, decode=_flow_page
         )
         return page
