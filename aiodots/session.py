@@ -14,7 +14,18 @@ import attrs
 from .errors import ClientClosedError
 from .running_loop import running_loop
 
-__all__ = ["Limits", "SessionManager"]
+__all__ = ["Limits", "SessionManager", "attempt_timeout"]
+
+
+def attempt_timeout(total: float) -> aiohttp.ClientTimeout:
+    """One attempt's timeout, `total` seconds, whose connect part (a free pooled
+    connection, or a new one) runs out first. Then a wait for the pool that lasts too
+    long fails as aiohttp's ConnectionTimeoutError, which says the request never left;
+    the whole timeout striking there cannot say when it struck, and a create would not
+    be retried. aiohttp rounds a timeout over 5 s up to a whole second, each on its own
+    clock reading: 2 s apart they cannot meet."""
+    connect = total - 2 if total > 7 else min(total * 0.9, 5.0)
+    return aiohttp.ClientTimeout(total=total, connect=connect)
 
 
 @attrs.frozen(kw_only=True)
@@ -43,7 +54,7 @@ class SessionManager:
         self._headers = dict(headers or {})
         # None keeps aiohttp's default: the system's CAs, with verification on.
         self._ssl: ssl_module.SSLContext | bool = True if ssl is None else ssl
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = attempt_timeout(timeout)
         self._trace_configs = list(trace_configs)
         # Every request goes through it: a CONNECT tunnel to an https:// API, so that the
         # proxy sees the host name and never the credentials (its own, in the URL, go in

@@ -48,6 +48,7 @@ from .retry import (
     is_key_rejection,
     parse_retry_after,
 )
+from .session import attempt_timeout
 
 __all__ = ["CallOptions", "ClientStats", "Transport", "default_headers"]
 
@@ -98,7 +99,13 @@ def connection_failure(
     (and its subclass) where the request never left, which the retry policy and the
     reconciler rely on."""
     failure: APIConnectionError
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        # No connection in time (`attempt_timeout`'s connect part): nothing was sent.
+        failure = NotSentTimeout(
+            "timed out waiting for a connection; the request was not sent",
+            method=method, path=path,
+        )
+    elif isinstance(exc, TimeoutError):
         failure = APITimeoutError("timed out waiting for the API", method=method, path=path)
     elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
         reason = exc.certificate_error
@@ -297,7 +304,7 @@ class Transport:
             data,
             params,
             self._timeout if options is None or options.timeout is None
-            else aiohttp.ClientTimeout(total=options.timeout),
+            else attempt_timeout(options.timeout),
             None if policy.deadline is None else time.monotonic() + policy.deadline,
             policy.max_retry_after,
             decode,
@@ -434,7 +441,7 @@ class Transport:
                     raise NotSentTimeout(
                         "the call's deadline passed", method=request.method, path=request.path
                     )
-                timeout = aiohttp.ClientTimeout(total=min(left, timeout.total or left))
+                timeout = attempt_timeout(min(left, timeout.total or left))
             data: Any = request.data
             headers = request.headers
             if request.stream is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -11,6 +12,10 @@ import pytest
 from yarl import URL
 
 import aiodots
+from aiodots.retry import is_ambiguous
+from aiodots.session import attempt_timeout
+from aiodots.testing import DotsEmulator, FaultPlan
+from aiodots.transport import connection_failure
 
 from .conftest import BASE_URL, FakeSleep, flow_json, make_client
 
@@ -141,6 +146,40 @@ async def test_a_flow_create_is_retried_when_the_connection_could_not_be_opened(
     mocked.post(FLOWS, payload=flow_json())
     await client.flows.create(steps=["compliance"])
     assert attempts(mocked, "POST", FLOWS) == 2
+
+
+async def test_a_create_that_timed_out_waiting_for_the_pool_is_retried_and_made_once() -> None:
+    """One connection, held by a slow read: a create whose timeout runs out while it
+    waits for it was never sent. It used to fail as an ambiguous timeout, and a create
+    is not repeated after one; now the wait runs out first (the timeout's connect part)
+    and says so, and the create is sent once the connection is free."""
+    async with DotsEmulator() as emulator, aiodots.Client(
+        **emulator.credentials, base_url=emulator.base_url, max_connections=1,
+        retry_policy=aiodots.RetryPolicy(max_retries=3, backoff_initial=0.5),
+    ) as dots:
+        flow = await dots.flows.create(steps=["payout"])
+        emulator.set_faults(FaultPlan(latency=1.5))
+        slow = asyncio.create_task(dots.flows.retrieve(flow.id))  # the only connection
+        await asyncio.sleep(0.2)
+        emulator.set_faults(FaultPlan())
+        created_before = emulator.stats.created
+        made = await asyncio.wait_for(dots.flows.create(steps=["payout"], timeout=0.8), 15)
+        await slow
+        assert emulator.stats.created == created_before + 1
+        assert made.id in emulator.flows
+        assert dots.stats.retries >= 1
+
+
+def test_a_pool_wait_timeout_is_a_timeout_that_was_never_sent() -> None:
+    exc = aiohttp.ConnectionTimeoutError("Connection timeout to host https://h/v2/flows")
+    failure = connection_failure(exc, method="POST", path="/v2/flows")
+    assert isinstance(failure, aiodots.APITimeoutError)
+    assert not is_ambiguous(failure)
+    assert aiodots.RetryPolicy().is_retryable(failure, aiodots.Replay.UNPROCESSED_ONLY)
+    # The connect part ends first, and 2 s apart where aiohttp rounds both up.
+    assert attempt_timeout(30).connect == 28
+    assert attempt_timeout(6).connect == 5
+    assert attempt_timeout(0.8).connect == pytest.approx(0.72)
 
 
 async def test_a_flow_create_is_not_retried_after_the_server_dropped_the_connection(
