@@ -216,6 +216,8 @@ class MethodSpec:
     returns_kind: str  # "model" | "page" | "list" | "none"
     multipart: bool
     base64_file: bool
+    #: Path parameters that name an object whose `id` is an integer (typed to take one).
+    integer_ids: frozenset[str] = frozenset()
 
 
 class Generator:
@@ -572,17 +574,30 @@ class Generator:
             self.methods.append(MethodSpec(
                 resource, verb, key, op.get("summary", ""), op.get("description", ""),
                 path_params, query, body_class, body_fields, returns, kind, multipart,
-                base64_file,
+                base64_file, self.integer_id_params(path_params, returns, kind),
             ))
+
+    def integer_id_params(
+        self, path_params: list[str], returns: str, kind: str
+    ) -> frozenset[str]:
+        """The path's last parameter names the object an operation returns: where that
+        object's `id` is an integer (a transaction), the parameter takes one too, so that
+        `retrieve(t.id)` type-checks (the spec types every path parameter as a string)."""
+        if kind != "model" or not path_params or not self._has_integer_id(returns):
+            return frozenset()
+        return frozenset(path_params[-1:])
+
+    def _has_integer_id(self, class_name: str) -> bool:
+        spec = self.classes.get(class_name)
+        ids = [f for f in spec.fields if f.wire == "id"] if spec else []
+        return bool(ids) and ids[0].annotation.removesuffix(" | None") == "int"
 
     def cursors_follow_ids(self, query: list[FieldSpec], item_class: str) -> None:
         """A list's cursor is the id of one of its objects (each cursor's description
         says so), so its check must accept those ids. The transactions list types its
         cursors as UUIDs while a transaction's `id` is an integer: there the id wins, and
         the cursors take an integer id (or its text) instead of a UUID."""
-        spec = self.classes.get(item_class)
-        ids = [f for f in spec.fields if f.wire == "id"] if spec else []
-        if not ids or ids[0].annotation.removesuffix(" | None") != "int":
+        if not self._has_integer_id(item_class):
             return
         for f in query:
             if f.wire in ("starting_after", "ending_before"):
@@ -873,7 +888,9 @@ def render_method(m: MethodSpec, resource_class: str) -> list[str]:
         "model": m.returns, "none": "None",
     }[m.returns_kind]
     params = ["self"]
-    params += [f"{p}: str | UUID" for p in m.path_params]
+    params += [
+        f"{p}: str | int" if p in m.integer_ids else f"{p}: str | UUID" for p in m.path_params
+    ]
     if args:
         params.append("*")
     for name, annotation, required in args:
@@ -1086,7 +1103,7 @@ def render_resource(gen: Generator, resource: str) -> str:
                          ("date", "datetime"), ("UUID", "uuid")):
         if name in uses:
             std.setdefault(source, set()).add(name)
-    if any(m.path_params for m in methods):
+    if any(set(m.path_params) - m.integer_ids for m in methods):
         std.setdefault("uuid", set()).add("UUID")
     for source in sorted(std):
         lines.append(f"from {source} import {', '.join(sorted(std[source]))}")

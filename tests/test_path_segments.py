@@ -5,12 +5,16 @@ from __future__ import annotations
 import uuid
 from urllib.parse import quote
 
+import aioresponses
 import pytest
+from yarl import URL
 
 import aiodots
 from aiodots.errors import ValidationError
 from aiodots.resources._base import quote_segment
 from aiodots.testing import DotsEmulator
+
+from .conftest import BASE_URL
 
 
 @pytest.mark.parametrize(
@@ -36,3 +40,16 @@ async def test_a_dot_segment_is_refused_before_anything_is_sent(value: str) -> N
             with pytest.raises(ValidationError):
                 await call(value)
     assert emulator.stats.requests == 0
+
+
+async def test_an_integer_id_is_sent_as_its_text_and_a_bool_is_refused(
+    mocked: aioresponses.aioresponses,
+) -> None:
+    """A transaction's id is an integer in its model: `retrieve(t.id)` must work."""
+    mocked.get(f"{BASE_URL}/v2/transactions/42", payload={"id": 42})
+    async with aiodots.Client("id", "key", base_url=BASE_URL) as dots:
+        transaction = await dots.transactions.retrieve(42)
+        assert transaction.id == 42
+        with pytest.raises(ValidationError, match="transaction_id must be a non-empty string"):
+            await dots.transactions.retrieve(True)
+    assert list(mocked.requests) == [("GET", URL(f"{BASE_URL}/v2/transactions/42"))]

@@ -90,7 +90,9 @@ class Operation:
 
 
 def _path_segment(name: str, value: object) -> str:
-    if isinstance(value, uuid.UUID):
+    # A UUID, or an integer id (a transaction's, an approval policy's) as the API's
+    # models hold it: each as its text.
+    if isinstance(value, uuid.UUID) or (isinstance(value, int) and not isinstance(value, bool)):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"{name} must be a non-empty string, not {value!r}")

@@ -7,7 +7,6 @@ generator, not this file.
 from __future__ import annotations
 
 from typing import Unpack
-from uuid import UUID
 
 from aiodots.models import Page
 from aiodots.models import _fields as v
@@ -96,7 +95,7 @@ class Transactions(Resource):
 
     async def retrieve(
         self,
-        transaction_id: str | UUID,
+        transaction_id: str | int,
         **overrides: Unpack[CallOverrides],
     ) -> Transaction:
         """Retrieve a Transaction.
