@@ -479,7 +479,9 @@ class Coordinator(Generic[Obj, B]):
         future: asyncio.Future[Obj | None] = asyncio.get_running_loop().create_future()
         waiter = Waiter(call_id, bound, self._clock() + self.settings.settle, future)
         self._waiting.append(waiter)
-        if self._task is None or self._task.done():
+        # A task being cancelled (its last waiter was) will not serve this one: it ends
+        # at its next step. Another is started.
+        if self._task is None or self._task.done() or self._task.cancelling():
             self._task = asyncio.create_task(self._rounds(), name="aiodots-reconcile")
         try:
             return await future
@@ -514,7 +516,8 @@ class Coordinator(Generic[Obj, B]):
             try:
                 await self._serve(ready)
             finally:
-                self._serving = []
+                if self._serving is ready:  # not a later task's, started as this one ended
+                    self._serving = []
 
     async def _serve(self, ready: list[Waiter[Obj, B]]) -> None:
         try:

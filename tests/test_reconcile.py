@@ -458,6 +458,25 @@ async def test_a_cancelled_waiter_leaves_no_scan_running() -> None:
     assert server.lists == 0
 
 
+async def test_a_call_arriving_as_the_last_waiter_is_cancelled_is_still_served() -> None:
+    """The look-up task of a cancelled last waiter ends at its next step; a call that
+    came in between saw it not done, started none, and waited forever."""
+    server = FakeServer(["lost", "lost"])
+    engine, _ = reconciler(server, settle=0.2)
+    first = asyncio.create_task(engine.run("c1", lambda: server.send("c1")))
+    while engine._task is None:  # noqa: ASYNC110 - waiting for the look-up to start
+        await asyncio.sleep(0)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    first.cancel()  # its wake-up is queued before the next call's start
+    second = asyncio.create_task(engine.run("c2", lambda: server.send("c2")))
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    found = await asyncio.wait_for(second, 5)
+    assert call_id_of(found.metadata) == "c2"  # the object its lost answer made
+    assert server.sends == 2  # each call sent once, never again
+
+
 async def test_after_a_success_the_scan_window_follows_the_servers_clock() -> None:
     # This machine's clock runs an hour behind the server's. Once one create of the batch
     # has succeeded, its `created` bounds the scan, so the window does not stretch back
