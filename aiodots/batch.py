@@ -80,6 +80,7 @@ class _Results(Generic[T]):
         self._capacity = capacity
         self._consumer: asyncio.Future[None] | None = None
         self._producers: deque[asyncio.Future[None]] = deque()  # waiting for room
+        self._closed = False
 
     async def put(self, item: T) -> None:
         while len(self._items) >= self._capacity:
@@ -98,13 +99,23 @@ class _Results(Generic[T]):
         if consumer is not None and not consumer.done():
             consumer.set_result(None)
 
-    async def get(self) -> T:
+    async def get(self) -> T | None:
+        """The next item; None once closed and empty (nothing more will come)."""
         while not self._items:
+            if self._closed:
+                return None
             self._consumer = running_loop().create_future()
             await self._consumer
         item = self._items.popleft()
         self._make_room()
         return item
+
+    def close(self) -> None:
+        """The producers are gone (cancelled): a waiting `get` returns None, not waits."""
+        self._closed = True
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None and not consumer.done():
+            consumer.set_result(None)
 
     def _make_room(self) -> None:
         while self._producers:
@@ -115,6 +126,13 @@ class _Results(Generic[T]):
 
 
 _WORKER_DONE = _End()
+
+
+def _being_cancelled() -> bool:
+    """Whether this task was asked to stop, as against a CancelledError that some awaited
+    thing raised of its own (a future another task cancelled)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class Batch(Generic[Req, Res]):
@@ -196,13 +214,17 @@ class Batch(Generic[Req, Res]):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel whatever is in flight and wait for it. Idempotent."""
+        """Cancel whatever is in flight and wait for it. Idempotent. A loop over the
+        batch (in another task, or this one's body) then ends after what it has; the
+        input is let go of, so a generator the caller no longer holds is closed."""
         self._closed = True
         workers, self._workers = self._workers, []
         for task in workers:
             task.cancel()
         if workers:
             await asyncio.gather(*workers, return_exceptions=True)
+        self._results.close()  # cancelled workers put no end marker: wake the loop
+        self._sync_inputs = self._async_inputs = None
 
     async def _iterate(self) -> AsyncIterator[BatchItem[Req, Res]]:
         self._started_at = time.monotonic()
@@ -217,6 +239,8 @@ class Batch(Generic[Req, Res]):
         try:
             while running:
                 got = await self._results.get()
+                if got is None:  # closed (`aclose`) while this loop waited
+                    return
                 if isinstance(got, _End):
                     running -= 1
                     continue
@@ -267,6 +291,12 @@ class Batch(Generic[Req, Res]):
                     try:
                         item = BatchItem(index, request, await self._call(request), None)
                     except Exception as exc:
+                        item = BatchItem(index, request, None, exc)
+                    except asyncio.CancelledError as exc:
+                        if _being_cancelled():
+                            raise  # the batch is closing
+                        # The call cancelled something of its own and let it out: this
+                        # item's failure, not the worker's end (its item would be lost).
                         item = BatchItem(index, request, None, exc)
                 await self._results.put(item)
         except asyncio.CancelledError:

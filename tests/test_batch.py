@@ -210,6 +210,91 @@ async def test_an_error_raised_by_the_input_surfaces_after_what_was_in_flight(
     assert dots_emulator.stats.created == 5
 
 
+async def test_closing_the_batch_while_a_loop_waits_on_it_ends_that_loop(
+    dots_client: aiodots.Client, dots_emulator: DotsEmulator
+) -> None:
+    """`aclose` from another task (a shutdown handler, say) cancelled the workers, and
+    the loop waited for end markers that cancelled workers never send: forever."""
+    dots_emulator.set_faults(FaultPlan(latency=0.2))
+    batch = dots_client.flows.create_many([{"steps": ["payout"]}] * 100, concurrency=5)
+    seen: list[int] = []
+
+    async def consume() -> None:
+        async for item in batch:
+            seen.append(item.index)
+
+    loop_task = asyncio.create_task(consume())
+    await asyncio.sleep(0.3)  # the first five answered, the next five in flight
+    await batch.aclose()
+    await asyncio.wait_for(loop_task, 5)
+    assert 0 < len(seen) < 100
+    assert not [t for t in other_tasks() if "aiodots-batch" in t.get_name()]
+
+
+async def test_closing_the_batch_in_its_own_loop_ends_the_loop() -> None:
+    async def call(n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n
+
+    batch = aiodots.Batch(range(50), call, prepare=int, concurrency=4)
+    seen = []
+    async with asyncio.timeout(5):
+        async for item in batch:
+            seen.append(item.result)
+            if len(seen) == 2:
+                await batch.aclose()  # not `break`: the loop must still end
+    assert len(seen) < 50
+
+
+async def test_a_cancelled_error_of_the_call_itself_is_that_items_error() -> None:
+    """A call that lets out a CancelledError of something it awaited (a future another
+    task cancelled) is not the batch closing: its worker ended without the item, and the
+    loop waited for that worker forever."""
+    async def call(n: int) -> int:
+        if n == 3:
+            cancelled: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            return await cancelled
+        await asyncio.sleep(0)
+        return n
+
+    async with asyncio.timeout(5):
+        items = [
+            item async for item in aiodots.Batch(range(10), call, prepare=int, concurrency=3)
+        ]
+    assert sorted(item.index for item in items) == list(range(10))
+    (failed,) = [item for item in items if not item.ok]
+    assert failed.index == 3
+    assert isinstance(failed.error, asyncio.CancelledError)
+
+
+async def test_a_closed_batch_lets_go_of_its_input() -> None:
+    """The caller's generator, left suspended by a `break`, is closed once nothing holds
+    it, even while the caller keeps the batch to read its summary."""
+    closed: list[bool] = []
+
+    async def requests() -> AsyncIterator[int]:
+        try:
+            for n in range(1000):
+                yield n
+        finally:
+            closed.append(True)
+
+    async def call(n: int) -> int:
+        await asyncio.sleep(0)
+        return n
+
+    batch = aiodots.Batch(requests(), call, prepare=int, concurrency=2)
+    async with batch:
+        async for _ in batch:
+            break
+    for _ in range(5):
+        gc.collect()
+        await asyncio.sleep(0.01)  # the loop's async-generator finalizer closes it
+    assert closed == [True]
+    assert batch.summary.done >= 1
+
+
 @pytest.mark.parametrize("concurrency", [0, -1, True, 2.5])
 async def test_concurrency_must_be_a_positive_integer(
     dots_client: aiodots.Client, concurrency: Any
