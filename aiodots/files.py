@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import io
 import os
 from collections.abc import AsyncIterator, Callable
@@ -47,11 +48,17 @@ class Upload:
         elif hasattr(source, "read"):
             if isinstance(source, io.TextIOBase):
                 raise ValidationError(f"{field} must be opened in binary mode ('rb')")
+            if inspect.iscoroutinefunction(source.read):
+                # An async file (aiofiles): its read() gives a coroutine, not bytes.
+                raise ValidationError(
+                    f"{field} must be a synchronous binary file object (open(path, 'rb')), "
+                    "or a path: an async file cannot be read here"
+                )
             self._handle = source
             self.filename = Path(str(getattr(source, "name", field))).name or field
             try:
                 self._start = source.tell() if source.seekable() else -1
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):  # a stream with read() alone
                 self._start = -1
         else:
             raise ValidationError(

@@ -101,6 +101,56 @@ async def test_a_file_object_that_cannot_seek_is_sent_once_without_retries(
     assert len(uploads(emulator)) == 1
 
 
+class ReadOnly:
+    """A stream wrapper with read() alone: no seekable(), no tell()."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+
+class AsyncFile:
+    """The shape of an aiofiles handle: every method a coroutine."""
+
+    async def read(self, size: int = -1) -> bytes:
+        return PDF
+
+    async def seekable(self) -> bool:
+        return True
+
+    async def tell(self) -> int:
+        return 0
+
+
+async def test_a_stream_with_read_alone_is_sent_once_like_any_that_cannot_seek(
+    client: aiodots.Client, emulator: DotsEmulator
+) -> None:
+    """It raised AttributeError (no seekable()) instead of being sent."""
+    emulator.fail_next(1, status=503)
+    with pytest.raises(aiodots.ServerError):
+        await client.accounts_payable.payables.create_from_file(
+            acting_user_id=1, file=ReadOnly(PDF)  # type: ignore[arg-type]  # duck-typed
+        )
+    assert len(uploads(emulator)) == 1
+    await client.accounts_payable.payables.create_from_file(
+        acting_user_id=1, file=ReadOnly(PDF)  # type: ignore[arg-type]
+    )
+    assert len(uploads(emulator)) == 2
+
+
+async def test_an_async_file_is_refused_before_sending(
+    client: aiodots.Client, emulator: DotsEmulator
+) -> None:
+    """It failed with a TypeError comparing a coroutine, leaving coroutines unawaited."""
+    with pytest.raises(aiodots.ValidationError, match="synchronous binary file object"):
+        await client.accounts_payable.payables.create_from_file(
+            acting_user_id=1, file=AsyncFile()  # type: ignore[arg-type]  # what users try
+        )
+    assert emulator.stats.requests == 0
+
+
 async def test_a_missing_file_or_a_text_file_fails_before_sending(
     client: aiodots.Client, emulator: DotsEmulator, tmp_path: Path
 ) -> None:
