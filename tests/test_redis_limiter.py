@@ -344,3 +344,117 @@ async def test_two_clients_on_one_redis_meet_the_server_limit_together(
     # Two clients at 45/s each would meet 429s within the first second; one shared
     # ceiling of 45/s under the server's 50/s meets none.
     assert emulator.stats.by_status.get(429, 0) == 0
+
+
+# -- outages: what a 429 and a pause become, and how long a silent Redis may hold a call --
+
+
+async def test_a_pause_told_while_redis_is_down_holds_on_the_fallback(
+    restartable_redis: RedisExecutor,
+) -> None:
+    """The 429's report failed with Redis, and the fallback made then never heard of it:
+    the next calls went straight through the server's Retry-After."""
+    async with RedisRateLimiter(url_of(restartable_redis), name="pause-down", ceiling=50) as one:
+        await one.acquire()
+        restartable_redis.stop()
+        one.on_response(429, one.now(), 1.0)
+        started = time.monotonic()
+        while not _falls_back(one):  # noqa: ASYNC110 - the 429's report fails, then
+            await asyncio.sleep(0.01)  # the fallback is made
+        for _ in range(3):
+            await asyncio.wait_for(one.acquire(), 5)
+        assert _falls_back(one)
+        assert time.monotonic() - started >= 0.9
+
+
+async def test_a_429_on_the_fallback_reaches_redis_when_it_answers_again(
+    restartable_redis: RedisExecutor,
+) -> None:
+    """It used to be told to the fallback alone, and dropped with it: the other
+    processes sent on through the server's pause."""
+    url = url_of(restartable_redis)
+    async with RedisRateLimiter(url, name="pause-back", ceiling=50) as one, \
+            RedisRateLimiter(url, name="pause-back", ceiling=50) as two:
+        one.RECONNECT_SECONDS = 0.3
+        await one.acquire()
+        await two.acquire()
+        restartable_redis.stop()
+        await one.acquire()
+        assert _falls_back(one)
+        one.on_response(429, one.now(), 3.0)
+        told = time.monotonic()
+        restartable_redis.start()
+        await asyncio.sleep(0.4)  # past the next attempt to reach Redis
+        await asyncio.wait_for(one.acquire(), 10)  # back on Redis: the 429 goes with it
+        assert not _falls_back(one)
+        await asyncio.wait_for(two.acquire(), 10)
+        assert time.monotonic() - told >= 2.8  # the other process kept the pause too
+
+
+class SilentRedis:
+    """A server on 127.0.0.1 that takes connections and never answers."""
+
+    async def __aenter__(self) -> int:
+        self._writers: list[asyncio.StreamWriter] = []
+
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._writers.append(writer)
+            await reader.read()  # until the client gives up
+
+        self._server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+
+async def test_raising_callers_queued_behind_a_silent_redis_fail_together() -> None:
+    """Each queued caller used to be handed the turn and wait out a timeout of its own:
+    the fifth failed after ten seconds."""
+    async with SilentRedis() as port:
+        limiter = RedisRateLimiter(
+            f"redis://127.0.0.1:{port}/0", name="silent", on_redis_error="raise"
+        )
+        async with limiter:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(limiter.acquire() for _ in range(5)), return_exceptions=True),
+                15,
+            )
+    assert all(isinstance(r, RateLimiterUnavailableError) for r in results)
+    assert limiter.round_trips == 1
+
+
+async def test_a_redis_client_without_timeouts_cannot_hold_a_call() -> None:
+    """A client the caller made (the README allows one) may have no socket timeouts:
+    a Redis that never answers held acquire() forever."""
+    async with SilentRedis() as port:
+        client = aioredis.Redis(host="127.0.0.1", port=port)
+        limiter = RedisRateLimiter(client, name="no-timeouts", ceiling=10)
+        try:
+            await asyncio.wait_for(limiter.acquire(), 10)
+            assert _falls_back(limiter)
+        finally:
+            await limiter.aclose()
+            await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "says", "never"),
+    [
+        ("redis://127.0.0.1:6379/0?foo=bar", "unexpected keyword argument 'foo'", None),
+        ("redis://:s3cr#tPW@127.0.0.1:6379/0", "***@127.0.0.1:6379/0", "s3cr"),
+        ("redis://admin:Pa?ssWord@127.0.0.1:6379/0", "***@127.0.0.1:6379/0", "Pa"),
+    ],
+)
+def test_a_redis_url_that_cannot_work_fails_at_once_without_its_password(
+    url: str, says: str, never: str | None
+) -> None:
+    with pytest.raises(ValueError, match="not a Redis URL that can be used") as caught:
+        RedisRateLimiter(url)
+    assert says in str(caught.value)
+    if never is not None:
+        assert never not in str(caught.value)

@@ -73,6 +73,35 @@ _YOUR_TURN = _YourTurn()
 _FALLBACK = None  # handed to queued callers once the limiter has fallen back
 
 
+def _pause_left(retry_after: float, answered_at: float, now: float) -> float:
+    """What is left of a 429's Retry-After told late (Redis was away): the server's
+    pause counts from its answer. A pause already over stays a pause (of a
+    millisecond), not a refusal without one, which would cut the rate instead."""
+    if retry_after <= 0:
+        return 0.0
+    return max(0.001, retry_after - (now - answered_at))
+
+
+def _from_url(url: str) -> aioredis.Redis:
+    """A client for `url`, failing fast (a down Redis must cost a caller milliseconds,
+    not redis-py's default retries; one retry still replaces a pooled connection a
+    restarted server closed). A URL that cannot work fails here, never repeating what
+    precedes an "@" (a password, however the rest is mistyped), and an option redis-py
+    does not know too: it would otherwise surface only at the first call, as a
+    TypeError."""
+    shown = "***@" + url.rpartition("@")[2] if "@" in url else url
+    try:
+        client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=1.0, retry=Retry(NoBackoff(), 1)
+        )
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)  # made, not connected
+    except (ValueError, TypeError) as exc:
+        reason = type(exc).__name__ if isinstance(exc, ValueError) else str(exc)
+        raise ValueError(f"not a Redis URL that can be used: {shown!r} ({reason})") from None
+    return client
+
+
 class RedisRateLimiter:
     """A `RateLimiter` whose bucket, pause and adaptive rate are shared through Redis.
 
@@ -102,6 +131,8 @@ class RedisRateLimiter:
     LIVE_SECONDS = 10.0  # a process that called within this long counts as alive
     KEY_TTL_MS = 3_600_000  # state of a key nobody uses for an hour is dropped
     RECONNECT_SECONDS = 1.0
+    ROUND_TRIP_SECONDS = 2.0  # the longest one call to Redis may take
+    MAX_REPORTS = 64  # 429s kept for Redis while it cannot be told (the latest)
 
     def __init__(
         self,
@@ -120,10 +151,7 @@ class RedisRateLimiter:
             # Fail fast: a down Redis must cost a caller milliseconds, not the client's
             # default retries. One retry still replaces a pooled connection that a
             # restarted server closed.
-            self._redis = aioredis.Redis.from_url(
-                redis, socket_connect_timeout=1.0, socket_timeout=1.0,
-                retry=Retry(NoBackoff(), 1),
-            )
+            self._redis = _from_url(redis)
             self._owns_redis = True
         else:
             self._redis = redis
@@ -145,7 +173,8 @@ class RedisRateLimiter:
         self._reserved_until = 0.0  # the last slot reserved so far
         # Feedback not yet told to Redis.
         self._successes = 0
-        self._reports: list[tuple[float, float]] = []
+        # (sent at, Retry-After or 0, answered at) of each 429 Redis was not told yet.
+        self._reports: list[tuple[float, float, float]] = []
         self._flush_task: asyncio.Task[None] | None = None
         # What Redis said last.
         self._rate: float | None = self._ceiling.rate if self._ceiling else None
@@ -250,8 +279,9 @@ class RedisRateLimiter:
     async def _acquire_locally(self, fallback: AdaptiveRateLimiter) -> bool:
         """Wait on the local fallback; False if Redis came back first (one limiter
         must not go on granting beside the other)."""
-        # Slots handed out by Redis before it went away are used first.
-        before = self._reserved_until - self._clock()
+        # Slots handed out by Redis before it went away are used first, and a pause a
+        # server asked for (a Retry-After) holds here as on the shared path.
+        before = max(self._reserved_until, self._pause_until) - self._clock()
         if before > 0:
             await self._sleep(before)
         back = self._redis_back
@@ -308,6 +338,8 @@ class RedisRateLimiter:
             with contextlib.suppress(ValueError):
                 self._queue.remove(waiter)
             return
+        if waiter.exception() is not None:  # failed with the round trip: nothing to pass on
+            return
         got = waiter.result()
         if isinstance(got, _YourTurn):
             self._hand_over()
@@ -336,7 +368,13 @@ class RedisRateLimiter:
         try:
             slots = await self._round_trip(want)
         except _Unavailable as exc:
-            self._fall_back(exc)
+            try:
+                self._fall_back(exc)
+            except RateLimiterUnavailableError as error:
+                # Every caller queued behind this round trip fails with it now: handed
+                # the turn one by one, each would wait out a timeout of its own.
+                self._fail_queue(error)
+                raise
             self._release_queue()
             return None
         if self._fallback is not None:
@@ -354,6 +392,12 @@ class RedisRateLimiter:
             else:
                 self._queue.popleft().set_result(at)
         return mine
+
+    def _fail_queue(self, error: RateLimiterUnavailableError) -> None:
+        while self._queue:
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
 
     def _release_queue(self) -> None:
         """Send every queued caller to the fallback."""
@@ -375,12 +419,20 @@ class RedisRateLimiter:
             self._ceiling.burst if self._ceiling else 1, int(self._adaptive), successes,
             self._process, self.LIVE_SECONDS, self.KEY_TTL_MS,
         ]
-        for sent_at, retry_after in reports:
-            args += [max(0.0, now - sent_at), retry_after]
+        for sent_at, retry_after, answered_at in reports:
+            args += [max(0.0, now - sent_at), _pause_left(retry_after, answered_at, now)]
         self.round_trips += 1
         try:
-            reply: Sequence[Any] = await self._script(keys=self._keys, args=args)
-        except (RedisError, OSError) as exc:
+            # Bounded here too: a Redis client the caller made may have no socket
+            # timeouts, and a Redis that takes connections but never answers would
+            # hold every caller.
+            async with asyncio.timeout(self.ROUND_TRIP_SECONDS):
+                reply: Sequence[Any] = await self._script(keys=self._keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Told at the next round trip that gets through (or to the fallback).
+            self._successes += successes
+            self._reports[:0] = reports
+            del self._reports[: -self.MAX_REPORTS]
             raise _Unavailable(type(exc).__name__) from exc
         # Offsets count from when Redis ran the script, before the reply arrived:
         # anchoring them at its arrival can only make a slot later, never earlier.
@@ -412,6 +464,13 @@ class RedisRateLimiter:
         self._fallback = AdaptiveRateLimiter(
             share, adaptive=self._adaptive, clock=self._clock, sleep=self._sleep
         )
+        # The 429s Redis could not be told are this process's to act on now (they stay
+        # queued for Redis too, for when it answers again).
+        now = self._clock()
+        for sent_at, retry_after, answered_at in self._reports:
+            self._fallback.on_response(
+                429, sent_at, _pause_left(retry_after, answered_at, now) or None
+            )
         self._redis_back = asyncio.get_running_loop().create_future()
         log.warning(
             "aiodots: Redis is unreachable (%s); limiting this process to %s until it "
@@ -423,9 +482,15 @@ class RedisRateLimiter:
     def on_response(self, status: int, sent_at: float, retry_after: float | None) -> None:
         if self._fallback is not None:
             self._fallback.on_response(status, sent_at, retry_after)
+            if status == 429:
+                # Also for Redis, at its return, and for this process's shared path then.
+                self._reports.append((sent_at, retry_after or 0.0, self._clock()))
+                del self._reports[: -self.MAX_REPORTS]
+                if retry_after is not None and retry_after > 0:
+                    self._pause_until = max(self._pause_until, self._clock() + retry_after)
             return
         if status == 429:
-            self._reports.append((sent_at, retry_after or 0.0))
+            self._reports.append((sent_at, retry_after or 0.0, self._clock()))
             if retry_after is not None and retry_after > 0:
                 # This process stops at once; the others on the report's round trip.
                 self._pause_until = max(self._pause_until, self._clock() + retry_after)
