@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import sys
 import tempfile
@@ -31,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .client import Client
 from .converter import converter
-from .errors import DotsError
+from .errors import DotsError, ValidationError
 from .jobs import (
     JobProgress,
     count_rows,
@@ -41,6 +42,7 @@ from .jobs import (
     run_job,
     split_names,
 )
+from .models.flows import to_step
 from .payout_jobs import batch_identity, read_payout_rows, run_payout_job
 from .ratelimit import RateLimit
 from .testing import DotsEmulator, FaultPlan, ServerRateLimit
@@ -97,6 +99,21 @@ async def closing_limiter(limiter: RedisRateLimiter | None) -> AsyncIterator[Non
     finally:
         if limiter is not None:
             await limiter.aclose()
+
+
+class _Finite(click.FloatRange):
+    """click's FloatRange, refusing NaN and infinity too (NaN passes any range check)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+#: Requests per second, and a share of requests (0 to 1).
+PER_SECOND = _Finite(min=0, min_open=True)
+SHARE = _Finite(min=0, max=1)
 
 
 def _print_json(value: Any) -> None:
@@ -300,6 +317,8 @@ def _run_bulk(
     """What every bulk command does around its job: one client (on the shared limit with
     `--redis`), graceful Ctrl+C, a progress bar or lines, the summary, the exit status
     (0 when every row is ok, 1 otherwise)."""
+    if not output.parent.is_dir():
+        raise click.UsageError(f"--output: no such directory: {str(output.parent)!r}")
     console = Console(stderr=True)
     limiter = shared_limiter(redis_url, rate)
     dots = _client(ctx, rate_limit=RateLimit(rate) if rate else None, rate_limiter=limiter)
@@ -326,7 +345,7 @@ def _run_bulk(
               help="JSON Lines results; re-running with it resumes.")
 @click.option("--steps", help="Steps for rows that have none (comma-separated).")
 @click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+@click.option("--rate", type=PER_SECOND,
               help="Never exceed this many requests per second.")
 @click.option("--reconcile/--no-reconcile", default=True, show_default=True,
               help="Look up a create whose answer was lost instead of failing the row, and"
@@ -341,6 +360,13 @@ def flows_bulk(
 
     Exit status 0 when every row is ok, 1 otherwise.
     """
+    default_steps = _steps(steps)
+    try:
+        # A mistyped --steps would fail every row that has none: said once, here.
+        for name in default_steps or ():
+            to_step(name)
+    except ValidationError as exc:
+        raise click.UsageError(f"--steps: {exc}") from exc
     try:
         total = count_rows(input_path)
         rows = read_rows(input_path)
@@ -351,7 +377,7 @@ def flows_bulk(
         dots: Client, bar: Callable[[JobProgress], None], stop: asyncio.Event
     ) -> JobProgress:
         return await run_job(
-            dots, rows, output, default_steps=_steps(steps), concurrency=concurrency,
+            dots, rows, output, default_steps=default_steps, concurrency=concurrency,
             on_progress=bar, stop=stop, total=total, reconcile=reconcile,
         )
 
@@ -360,14 +386,16 @@ def flows_bulk(
 
 @main.command()
 @click.option("--flows", "count", default=3000, show_default=True, type=click.IntRange(1))
-@click.option("--rate-limit", default=200.0, show_default=True, help="The emulator's limit, /s.")
-@click.option("--error-rate", default=0.03, show_default=True, help="Share answered 503.")
+@click.option("--rate-limit", default=200.0, show_default=True, type=PER_SECOND,
+              help="The emulator's limit, /s.")
+@click.option("--error-rate", default=0.03, show_default=True, type=SHARE,
+              help="Share answered 503.")
 @click.option(
-    "--reset-rate", default=0.005, show_default=True,
+    "--reset-rate", default=0.005, show_default=True, type=SHARE,
     help="Share of connections dropped before the request is processed.",
 )
 @click.option(
-    "--reset-after-rate", default=0.005, show_default=True,
+    "--reset-after-rate", default=0.005, show_default=True, type=SHARE,
     help="Share of creates processed, then dropped before the answer.",
 )
 @click.option("--concurrency", default=64, show_default=True, type=click.IntRange(1, 1000))
@@ -381,6 +409,10 @@ def demo(count: int, rate_limit: float, error_rate: float, reset_rate: float,
          reset_after_rate: float, concurrency: int, reconcile: bool, workers: int,
          redis_url: str | None) -> None:
     """A bulk job against the embedded emulator, with faults, and its summary."""
+    if redis_url:  # a URL that cannot work fails now, not after the first pass
+        limiter = shared_limiter(redis_url, None)
+        assert limiter is not None
+        asyncio.run(limiter.aclose())
     faults = FaultPlan(
         rate_limit=ServerRateLimit(rate=rate_limit, burst=20, retry_after="seconds"),
         error_rate=error_rate, reset_rate=reset_rate, reset_after_rate=reset_after_rate,
@@ -588,7 +620,7 @@ def payouts() -> None:
     help="Platform for rows that name none.")
 @click.option("--batch-id", help="Names the batch for its idempotency keys (needed for stdin).")
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+@click.option("--rate", type=PER_SECOND,
               help="Never exceed this many requests per second.")
 @redis_option
 @click.pass_context

@@ -275,3 +275,36 @@ async def test_demo_creates_every_flow_once_through_faults() -> None:
     assert code == 0, err
     assert "result: 400/400 rows ok; the emulator created 400 flows for 400 users" in out
     assert "nothing lost: yes; nothing duplicated: yes" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["flows", "bulk", "{src}", "-o", "{out}", "--rate", "nan"], "is not a finite number"),
+        (["flows", "bulk", "{src}", "-o", "/nonexistent/dir/out.jsonl"], "no such directory"),
+        (["payouts", "bulk", "{src}", "-o", "/nonexistent/dir/out.jsonl"], "no such directory"),
+        (["flows", "bulk", "{src}", "-o", "{out}", "--steps", "complaince"],
+         "--steps: unknown step 'complaince'"),
+        (["flows", "bulk", "{src}", "-o", "{out}", "--redis", "redis://:s3cr#t@127.0.0.1:1/0"],
+         "--redis: not a Redis URL that can be used: '***@127.0.0.1:1/0'"),
+        (["demo", "--flows", "5", "--error-rate", "2"], "is not in the range 0<=x<=1"),
+        (["demo", "--flows", "5", "--redis", "redis://:s3cr#t@127.0.0.1:1/0"],
+         "--redis: not a Redis URL"),
+    ],
+    ids=["rate-nan", "flows-output-dir", "payouts-output-dir", "steps-typo", "redis-url",
+         "demo-share", "demo-redis-url"],
+)
+async def test_a_bad_argument_is_a_usage_error_before_anything_runs(
+    dots_emulator: DotsEmulator, tmp_path: Path, args: list[str], says: str
+) -> None:
+    """Each of these ended in a traceback, or ran first and failed every row."""
+    source = tmp_path / "in.jsonl"
+    source.write_text("{}\n")
+    filled = [a.format(src=source, out=tmp_path / "out.jsonl") for a in args]
+    code, out, err = await run_cli(dots_emulator, *filled)
+    assert code == 2
+    assert says in err
+    assert "Traceback" not in err
+    assert "s3cr" not in err + out
+    assert dots_emulator.stats.requests == 0
+    assert not (tmp_path / "out.jsonl").exists()
