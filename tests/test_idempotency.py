@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 import aiodots
+from aiodots.resources._base import find_transfer
 from aiodots.retry import REPLAY, Replay
 from aiodots.testing import DotsEmulator
 from aiodots.testing.spec import load_spec
@@ -243,3 +245,29 @@ async def test_a_payout_status_change_is_delivered_as_a_webhook(
         await runner.cleanup()
     events = [aiodots._json.loads(body)["event"] for body in received]
     assert events == ["transfer.pending", "transfer.completed"]
+
+
+@pytest.mark.parametrize("as_listed", [{}, None], ids=["empty-object", "null"])
+async def test_recovery_takes_metadata_listed_empty_as_the_none_that_was_sent(
+    as_listed: dict[str, Any] | None,
+) -> None:
+    """A payout sent without metadata may be listed with `{}` (or null): recovering the
+    transfer a lost answer made must still find it, or the call fails though it paid."""
+    started = datetime.now(UTC)
+    listed = aiodots.Transfer(
+        id="t-1", created=started + timedelta(seconds=1), user_id="u-1", amount=700,
+        metadata=as_listed,
+    )
+    queries: list[Any] = []
+
+    class Listing:
+        async def _send(self, op: Any, *, params: Any = None, options: Any = None) -> Any:
+            queries.append(params)
+            return aiodots.Page(data=(listed,), has_more=False)
+
+    sent = {"user_id": "u-1", "amount": 700, "platform": "paypal"}  # no metadata
+    found = await find_transfer(Listing(), sent, started, None)  # type: ignore[arg-type]
+    assert found is listed
+    assert queries[0]["user_id"] == "u-1"
+    tagged = {**sent, "metadata": {"invoice": "A-1"}}  # metadata that was sent must match
+    assert await find_transfer(Listing(), tagged, started, None) is None  # type: ignore[arg-type]

@@ -386,7 +386,8 @@ async def find_transfer(
         seen += 1
         if (
             transfer.amount == sent.get("amount")
-            and transfer.metadata == sent.get("metadata")
+            # No metadata sent may come back as {} or null: the same "none".
+            and (transfer.metadata or None) == (sent.get("metadata") or None)
             and (transfer.created is None or transfer.created >= since)
         ):
             matches.append(transfer)
