@@ -341,9 +341,11 @@ async def test_two_clients_on_one_redis_meet_the_server_limit_together(
         oks = await asyncio.gather(*(job(c) for c in clients))
     assert oks == [45, 45]
     assert emulator.stats.created == 90
-    # Two clients at 45/s each would meet 429s within the first second; one shared
-    # ceiling of 45/s under the server's 50/s meets none.
-    assert emulator.stats.by_status.get(429, 0) == 0
+    # Two clients at 45/s each (90/s against 50/s) meet dozens of 429s within the first
+    # second; one shared ceiling of 45/s under the server's 50/s meets none, give or take
+    # one: the emulator runs in the clients' own event loop, so a stall of that loop (a
+    # busy CI machine) can hand it a bunch of sends at once (seen once in many runs).
+    assert emulator.stats.by_status.get(429, 0) <= 1
 
 
 # -- outages: what a 429 and a pause become, and how long a silent Redis may hold a call --
