@@ -224,7 +224,12 @@ async def test_closing_the_batch_while_a_loop_waits_on_it_ends_that_loop(
             seen.append(item.index)
 
     loop_task = asyncio.create_task(consume())
-    await asyncio.sleep(0.3)  # the first five answered, the next five in flight
+
+    async def first_answers() -> None:
+        while not seen:  # noqa: ASYNC110 - polling what the loop has yielded
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(first_answers(), 10)  # answers yielded, more in flight
     await batch.aclose()
     await asyncio.wait_for(loop_task, 5)
     assert 0 < len(seen) < 100
