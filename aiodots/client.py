@@ -16,7 +16,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
-from .auth import basic_auth_header
+from .auth import basic_auth_header, without_userinfo
 from .errors import ClientClosedError, ValidationError
 from .ratelimit import AdaptiveRateLimiter, CredentialBound, RateLimit, RateLimiter
 from .resources import (
@@ -284,12 +284,9 @@ def _check_proxy(proxy: object) -> None:
     except ValueError:
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
-        # Whatever comes before an "@" may be a password, however the rest is mistyped
-        # ("user:pw@host:3128" reads as the scheme "user").
-        shown = "***@" + proxy.rpartition("@")[2] if "@" in proxy else proxy
         raise ValidationError(
             f"proxy must be an http:// or https:// URL with a host "
-            f"(http://user:password@host:port), not {shown!r}"
+            f"(http://user:password@host:port), not {without_userinfo(proxy)!r}"
         )
 
 

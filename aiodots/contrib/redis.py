@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"aiodots.contrib.redis needs its extra: pip install 'aiodots[redis]' ({exc})"
     ) from exc
 
+from aiodots.auth import without_userinfo
 from aiodots.errors import DotsError
 from aiodots.ratelimit import AdaptiveRateLimiter, RateLimit
 
@@ -85,11 +86,9 @@ def _pause_left(retry_after: float, answered_at: float, now: float) -> float:
 def _from_url(url: str) -> aioredis.Redis:
     """A client for `url`, failing fast (a down Redis must cost a caller milliseconds,
     not redis-py's default retries; one retry still replaces a pooled connection a
-    restarted server closed). A URL that cannot work fails here, never repeating what
-    precedes an "@" (a password, however the rest is mistyped), and an option redis-py
-    does not know too: it would otherwise surface only at the first call, as a
-    TypeError."""
-    shown = "***@" + url.rpartition("@")[2] if "@" in url else url
+    restarted server closed). A URL that cannot work fails here, shown without what may
+    be its password, and an option redis-py does not know too: it would otherwise
+    surface only at the first call, as a TypeError."""
     try:
         client = aioredis.Redis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=1.0, retry=Retry(NoBackoff(), 1)
@@ -98,7 +97,9 @@ def _from_url(url: str) -> aioredis.Redis:
         pool.connection_class(**pool.connection_kwargs)  # made, not connected
     except (ValueError, TypeError) as exc:
         reason = type(exc).__name__ if isinstance(exc, ValueError) else str(exc)
-        raise ValueError(f"not a Redis URL that can be used: {shown!r} ({reason})") from None
+        raise ValueError(
+            f"not a Redis URL that can be used: {without_userinfo(url)!r} ({reason})"
+        ) from None
     return client
 
 
