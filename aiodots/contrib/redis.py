@@ -481,23 +481,22 @@ class RedisRateLimiter:
     # -- feedback -----------------------------------------------------------------------
 
     def on_response(self, status: int, sent_at: float, retry_after: float | None) -> None:
-        if self._fallback is not None:
-            self._fallback.on_response(status, sent_at, retry_after)
-            if status == 429:
-                # Also for Redis, at its return, and for this process's shared path then.
-                self._reports.append((sent_at, retry_after or 0.0, self._clock()))
-                del self._reports[: -self.MAX_REPORTS]
-                if retry_after is not None and retry_after > 0:
-                    self._pause_until = max(self._pause_until, self._clock() + retry_after)
-            return
+        fallback = self._fallback
+        if fallback is not None:
+            fallback.on_response(status, sent_at, retry_after)
         if status == 429:
+            # For Redis: told now, or (from the fallback) once it answers again.
             self._reports.append((sent_at, retry_after or 0.0, self._clock()))
             if retry_after is not None and retry_after > 0:
-                # This process stops at once; the others on the report's round trip.
+                # This process stops at once (on the fallback too, and on its return);
+                # the others on the report's round trip.
                 self._pause_until = max(self._pause_until, self._clock() + retry_after)
                 self._spare.clear()
-            self._flush_soon()
-        elif status < 500:
+            if fallback is None:
+                self._flush_soon()
+            else:
+                del self._reports[: -self.MAX_REPORTS]  # Redis is away: the latest only
+        elif status < 500 and fallback is None:
             self._successes += 1
 
     def _flush_soon(self) -> None:
