@@ -158,6 +158,17 @@ def page_params(query: Mapping[str, Any], op: Operation | None = None) -> dict[s
     return params
 
 
+def list_query(
+    query: Mapping[str, Any], op: Operation | None = None
+) -> tuple[dict[str, str], str | None, str | None]:
+    """A whole list's arguments, checked once and before any request (bad ones fail when
+    the list is made, not at its first iteration): the query every page sends, and the
+    caller's `starting_after` and `ending_before`, which start `Pages` (it sends each
+    later cursor itself, as the server gave it)."""
+    params = page_params(query, op)
+    return params, params.pop("starting_after", None), params.pop("ending_before", None)
+
+
 class Resource:
     """Base of every `client.<resource>`: sends operations through the transport."""
 
@@ -273,11 +284,7 @@ class Resource:
         query: Mapping[str, Any],
         overrides: CallOverrides,
     ) -> Pages[Any]:
-        # The caller's arguments, their cursor included, are checked once and now: bad
-        # ones fail here, not at the first iteration.
-        params = page_params(query, op)
-        starting_after = params.pop("starting_after", None)
-        ending_before = params.pop("ending_before", None)
+        params, starting_after, ending_before = list_query(query, op)
         options = call_options(**overrides)
 
         async def fetch(cursor: Mapping[str, str]) -> Page[Any]:

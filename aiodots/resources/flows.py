@@ -22,7 +22,7 @@ from aiodots.reconcile import Reconcile, Reconciler
 from aiodots.retry import Replay
 from aiodots.transport import CallOptions, Transport
 
-from ._base import Pages, page_params, quote_segment
+from ._base import Pages, list_query, page_params, quote_segment
 from ._options import CallOverrides, call_options
 
 __all__ = ["FlowPages", "Flows"]
@@ -213,11 +213,9 @@ class FlowPages(Pages[Flow]):
         ending_before: str | None,
         overrides: CallOverrides,
     ) -> None:
-        params = page_params(
+        params, first_after, first_before = list_query(
             {"limit": limit, "starting_after": starting_after, "ending_before": ending_before}
         )
-        first_after = params.pop("starting_after", None)
-        first_before = params.pop("ending_before", None)
         options = call_options(**overrides)
 
         async def fetch(cursor: Mapping[str, str]) -> Page[Flow]:
