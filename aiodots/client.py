@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import math
 import os
 import ssl as ssl_module
 import warnings
@@ -36,7 +35,7 @@ from .resources import (
     Transfers,
     Users,
 )
-from .retry import RetryBudget, RetryPolicy
+from .retry import RetryBudget, RetryPolicy, is_duration
 from .session import Limits, SessionManager
 from .transport import ClientStats, Transport, default_headers
 
@@ -108,10 +107,7 @@ class Client:
                 "Dots credentials are missing: pass client_id and api_key, or set "
                 "DOTS_CLIENT_ID and DOTS_API_KEY"
             )
-        if (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout) or timeout <= 0
-        ):
+        if not is_duration(timeout):
             raise ValidationError(
                 f"timeout must be a finite number of seconds above 0, not {timeout!r}"
             )

@@ -245,16 +245,18 @@ def backoff_seconds(
     return ceiling * rand()
 
 
+def is_duration(value: object) -> bool:
+    """A finite number of seconds above 0. Infinity would overflow aiohttp's timers; NaN
+    compares false with everything, so it would never expire."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool)
+        and math.isfinite(value) and value > 0
+    )
+
+
 def finite_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """attrs validator: a duration, a finite number of seconds above 0 (None where the
-    field is optional). Infinity would overflow aiohttp's timers; NaN compares false
-    with everything, so it would never expire."""
-    if value is None:
-        return
-    if (
-        isinstance(value, bool) or not isinstance(value, int | float)
-        or not math.isfinite(value) or value <= 0
-    ):
+    """attrs validator: `is_duration`, or None where the field is optional."""
+    if value is not None and not is_duration(value):
         raise ValueError(
             f"{attribute.name} must be a finite number of seconds above 0, not {value!r}"
         )
