@@ -12,6 +12,13 @@ __all__ = ["dumps", "dumps_mappings", "loads"]
 dumps: Callable[[Any], bytes]
 loads: Callable[[bytes], Any]
 
+
+def _as_dict(value: object) -> dict[Any, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 try:
     import orjson
 except ImportError:  # pragma: no cover - depends on the environment
@@ -25,7 +32,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         return json.loads(raw.decode("utf-8"))
 
     _mappings_encoder = json.JSONEncoder(
-        ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=lambda o: _as_dict(o)
+        ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_as_dict
     )
 
     def dumps_mappings(value: Any) -> bytes:
@@ -44,8 +51,3 @@ dumps_mappings.__doc__ = """`dumps` for a value holding mappings that are not di
 JSON objects. For the rare body `dumps` refused, so that every other body pays nothing;
 still a `TypeError` for what no mapping explains (an integer past 64 bits for orjson)."""
 
-
-def _as_dict(value: object) -> dict[Any, Any]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
