@@ -43,7 +43,7 @@ from .jobs import (
     split_names,
 )
 from .models.flows import to_step
-from .payout_jobs import batch_identity, read_payout_rows, run_payout_job
+from .payout_jobs import batch_identity, check_same_batch, read_payout_rows, run_payout_job
 from .ratelimit import RateLimit
 from .testing import DotsEmulator, FaultPlan, ServerRateLimit
 from .testing.workers import WorkerPlan, run_workers, summary
@@ -637,6 +637,7 @@ def payouts_bulk(
     """
     try:
         identity = batch_identity(input_path, batch_id)
+        check_same_batch(output, identity)
         total = count_rows(input_path)
         rows = read_payout_rows(input_path)
     except (DotsError, OSError) as exc:

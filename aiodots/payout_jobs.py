@@ -12,7 +12,9 @@ Used by `aiodots payouts bulk`; needs nothing beyond the core library.
   number. Running the same file again, or resuming after any crash, SIGKILL included,
   sends every row with the key it had: within Dots' 24-hour key window the API answers
   the first payout again (or refuses the key, and the client finds the payout), so no
-  one is paid twice. A file edited between runs is a new batch with new keys.
+  one is paid twice. A file edited between runs is a new batch with new keys, and an
+  output written for one batch is not resumed with another's (`check_same_batch`); a
+  batch named by `--batch-id` keeps its keys by row number however its file changes.
 - Output and resume work as for `flows bulk` (`jobs.py`): rows recorded ok are skipped.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,7 +49,14 @@ from .jobs import (
 from .models import _fields
 from .models.payouts import CreatePayout, PayoutSendRequest
 
-__all__ = ["batch_identity", "payout_request", "read_payout_rows", "row_key", "run_payout_job"]
+__all__ = [
+    "batch_identity",
+    "check_same_batch",
+    "payout_request",
+    "read_payout_rows",
+    "row_key",
+    "run_payout_job",
+]
 
 #: The namespace of row keys: uuid5(NAMESPACE, "<batch identity>:<row>").
 NAMESPACE = uuid.UUID("6d2c1f0e-5a43-4c49-9d0b-8f7a3b1e2c55")
@@ -76,6 +86,32 @@ def batch_identity(path: str, batch_id: str | None = None) -> str:
 
 def row_key(identity: str, row: int) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{identity}:{row}"))
+
+
+def check_same_batch(output: Path, identity: str) -> None:
+    """A ValidationError if `output` records a row under a key `identity` does not give
+    it: the output belongs to another batch (the file was edited, or `--batch-id`
+    differs). Resuming it would send the rows not yet ok with keys nothing deduplicates
+    against, so a row whose answer a crash lost would be paid twice; and the row numbers
+    it records as ok may no longer name the same rows."""
+    if not output.exists():
+        return
+    with output.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if not isinstance(record, dict):
+                continue
+            row, key = record.get("row"), record.get("idempotency_key")
+            if isinstance(row, int) and isinstance(key, str) and key != row_key(identity, row):
+                raise ValidationError(
+                    f"{str(output)!r} was written for another batch: its row {row} was sent"
+                    " with another idempotency key. The input changed since (or --batch-id"
+                    " differs), and resuming could pay a row twice. Restore the input to"
+                    " finish that batch, or write a new batch to a new output."
+                )
 
 
 #: A whole number of cents as written in a cell: ASCII digits only (str.isdigit also
@@ -161,6 +197,7 @@ async def run_payout_job(
     Setting `stop` ends the job gracefully: no new row is sent, the rows in flight
     finish and are recorded, and `interrupted` is set.
     """
+    check_same_batch(output, identity)
     progress = JobProgress(total=total)
     already_ok = recorded_ok(output)
     row_of: dict[int, tuple[int, str]] = {}

@@ -17,7 +17,13 @@ import pytest
 
 import aiodots
 from aiodots.jobs import RowError
-from aiodots.payout_jobs import batch_identity, payout_request, read_payout_rows, row_key
+from aiodots.payout_jobs import (
+    batch_identity,
+    payout_request,
+    read_payout_rows,
+    row_key,
+    run_payout_job,
+)
 from aiodots.testing import DotsEmulator, FaultPlan
 
 from .test_cli import records, run_cli
@@ -217,3 +223,65 @@ async def test_users_create_get_and_list_print_json(dots_emulator: DotsEmulator)
     code, _, err = await run_cli(dots_emulator, "users", "get", str(uuid.uuid4()))
     assert code == 1
     assert "404" in err
+
+
+def payout_csv(*rows: tuple[str, str]) -> str:
+    lines = [f"{user},{amount},paypal\n" for user, amount in rows]
+    return "user_id,amount,platform\n" + "".join(lines)
+
+
+async def test_an_output_written_for_another_batch_is_not_resumed(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    # The first run pays rows 1 and 2 and records row 3 as bad. Then the file is edited
+    # (row 3 fixed): its identity, and so every row's key, changes. Resuming that output
+    # would send the unfinished rows with keys nothing deduplicates against (a row lost
+    # to a crash mid-flight paid twice), and a row inserted above would shift the row
+    # numbers the output records. Refused before anything is sent.
+    users = await make_users(dots_emulator, 3)
+    source = tmp_path / "pay.csv"
+    source.write_text(payout_csv((users[0], "100"), (users[1], "200"), (users[2], "x")))
+    output = tmp_path / "out.jsonl"
+    async with aiodots.Client(**dots_emulator.credentials, base_url=dots_emulator.base_url) as dots:
+        first = await run_payout_job(
+            dots, read_payout_rows(str(source)), output, identity=batch_identity(str(source))
+        )
+        assert (first.ok, first.failed) == (2, 1)
+        lines_before = output.read_text()
+
+        source.write_text(payout_csv((users[0], "100"), (users[1], "200"), (users[2], "300")))
+        with pytest.raises(aiodots.ValidationError, match="another batch"):
+            await run_payout_job(
+                dots, read_payout_rows(str(source)), output,
+                identity=batch_identity(str(source)),
+            )
+        assert output.read_text() == lines_before
+        assert dots_emulator.stats.created_by_resource["payouts"] == 2
+
+        # The same batch named by --batch-id may change its rows: its keys go by row number.
+        named = tmp_path / "named.jsonl"
+        source.write_text(payout_csv((users[0], "100"), (users[1], "200"), (users[2], "x")))
+        await run_payout_job(dots, read_payout_rows(str(source)), named, identity="batch:may")
+        source.write_text(payout_csv((users[0], "100"), (users[1], "200"), (users[2], "300")))
+        again = await run_payout_job(
+            dots, read_payout_rows(str(source)), named, identity="batch:may"
+        )
+        assert (again.ok, again.skipped) == (1, 2)
+
+
+@pytest.mark.slow
+async def test_the_cli_refuses_to_resume_an_edited_file_as_a_usage_error(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    users = await make_users(dots_emulator, 1)
+    source = tmp_path / "pay.csv"
+    source.write_text(payout_csv((users[0], "100")))
+    output = tmp_path / "out.jsonl"
+    code, _, err = await run_cli(dots_emulator, "payouts", "bulk", str(source), "-o", str(output))
+    assert code == 0, err
+    source.write_text(payout_csv((users[0], "100"), (users[0], "5")))
+    code, _, err = await run_cli(dots_emulator, "payouts", "bulk", str(source), "-o", str(output))
+    assert code == 2
+    assert "another batch" in err
+    assert "Traceback" not in err
+    assert dots_emulator.stats.created_by_resource["payouts"] == 1
