@@ -137,6 +137,10 @@ def run(prog_name: str = "aiodots") -> None:
 
 
 def _fail(exc: DotsError) -> NoReturn:
+    """Exit 1 for a call that failed; input the client refused before sending anything
+    is a mistake on the command line like any other: a usage error, exit 2."""
+    if isinstance(exc, ValidationError):
+        raise click.UsageError(str(exc)) from exc
     click.echo(f"error: {exc}", err=True)
     sys.exit(1)
 

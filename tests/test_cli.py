@@ -79,6 +79,27 @@ async def test_a_missing_flow_exits_1_with_the_error(dots_emulator: DotsEmulator
     assert "404 flow not found" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("flows", "create", "--steps", "complience"), "unknown step 'complience'"),
+        (("flows", "get", " "), "flow_id must be a non-empty string"),
+        (("users", "get", ".."), "cannot be an id"),
+    ],
+)
+async def test_input_refused_before_sending_is_a_usage_error(
+    dots_emulator: DotsEmulator, args: tuple[str, ...], says: str
+) -> None:
+    # Exit status 2, as for any other mistake on the command line; 1 is for calls the
+    # API (or the network) failed, which a script may want to retry.
+    code, out, err = await run_cli(dots_emulator, *args)
+    assert code == 2, err
+    assert out == ""
+    assert says in err
+    assert "Traceback" not in err
+    assert dots_emulator.stats.requests == 0
+
+
 async def test_missing_credentials_are_a_usage_error_and_nothing_is_sent(
     dots_emulator: DotsEmulator,
 ) -> None:
