@@ -1,8 +1,8 @@
 """Files to upload: a path, bytes, or a binary file object, read in chunks per attempt.
 
-Each attempt of a call opens its source anew (a path) or seeks back to where the file
-object stood when the call began, so a retry sends the whole file again. A file object
-that cannot seek can be read once only: such a call is sent without retries.
+Each attempt of a call opens its source anew (a path) or reads a file object from where
+it stood when the call began, so a retry sends the whole file again. A file object that
+cannot seek can be read once only: such a call is sent without retries.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import base64
 import inspect
 import io
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any
@@ -67,6 +68,8 @@ class Upload:
             )
         self._reads = 0
         self._opened: list[IO[bytes] | io.RawIOBase] = []
+        #: Held by each read of the caller's file object (`_Cursor`).
+        self._lock = threading.Lock()
 
     @property
     def rewindable(self) -> bool:
@@ -82,11 +85,9 @@ class Upload:
             opened = self._path.open("rb")
         else:
             assert self._handle is not None
-            if self._start >= 0:
-                self._handle.seek(self._start)
-            elif self._reads > 1:
+            if self._start < 0 and self._reads > 1:
                 raise ValidationError(f"{self.field}: the file object cannot be read again")
-            opened = _Unclosed(self._handle)
+            opened = _Cursor(self._handle, self._start if self._start >= 0 else None, self._lock)
         self._opened.append(opened)
         return opened
 
@@ -145,21 +146,37 @@ def _read_full(handle: IO[bytes] | io.RawIOBase, size: int) -> bytes:
     return b"".join(parts)
 
 
-class _Unclosed(io.RawIOBase):
-    """The caller's own file object, read through without being closed by aiohttp."""
+class _Cursor(io.RawIOBase):
+    """One attempt's reading of the caller's own file object, which it never closes.
 
-    def __init__(self, handle: IO[bytes]) -> None:
+    Attempts do not share the file's position: each read seeks to this attempt's own
+    place first, under a lock the attempts share. An attempt given up mid-file (a
+    timeout, an answer before the body ended) may still have a read running in a worker
+    thread (ours, or aiohttp's for a multipart body) when the retry begins; with the one
+    shared position, that read moved the retry's place, and the retry sent the file
+    with a piece missing. `start` None: a stream that cannot seek, read once."""
+
+    def __init__(self, handle: IO[bytes], start: int | None, lock: threading.Lock) -> None:
         super().__init__()
         self._handle = handle
+        self._place = start
+        self._lock = lock
         self.name = getattr(handle, "name", "file")
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        return self._handle.read(size)
+    def read(self, size: int | None = -1) -> bytes:
+        size = -1 if size is None else size
+        with self._lock:
+            if self._place is None:
+                return self._handle.read(size)
+            self._handle.seek(self._place)
+            data = self._handle.read(size)
+            self._place += len(data)
+            return data
 
     def readinto(self, buffer: Any) -> int:
-        data = self._handle.read(len(buffer))
+        data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)

@@ -3,10 +3,12 @@ start when a call is retried (or sent once, without retries, when it cannot be).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 import aiodots
-from aiodots.files import CHUNK_SIZE
+from aiodots.files import CHUNK_SIZE, Upload
 from aiodots.testing import DotsEmulator
 
 FAST = aiodots.RetryPolicy(max_retries=2, backoff_initial=0.001, backoff_max=0.002)
@@ -182,3 +184,46 @@ async def test_upload_file_streams_base64_json_as_the_spec_describes(
     for request in sent:
         assert request.headers["Content-Type"] == "application/json"
         assert base64.b64decode(json.loads(request.body)["file"]) == big
+
+
+class FirstReadHeld(io.BytesIO):
+    """A file whose first read waits until released, in whichever thread it runs."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reading, self.release, self.done = (threading.Event() for _ in range(3))
+        self._held = True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if not self._held:
+            return super().read(size)
+        self._held = False
+        self.reading.set()
+        self.release.wait(10)
+        try:
+            return super().read(size)
+        finally:
+            self.done.set()
+
+
+async def test_an_abandoned_attempts_read_does_not_move_the_retrys_place() -> None:
+    # An attempt abandoned mid-file (a timeout, a server that answers before the body
+    # ends) can leave a read running in a worker thread; the retry starts meanwhile.
+    # That read must not move where the retry reads the caller's file from.
+    data = os.urandom(CHUNK_SIZE * 3)
+    handle = FirstReadHeld(data)
+    make_body = Upload(handle).base64_json({"name": "scan"})
+    abandoned = make_body()
+    head = await anext(abandoned)
+    reading = asyncio.ensure_future(anext(abandoned))
+    assert await asyncio.to_thread(handle.reading.wait, 10)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+
+    retry = make_body()
+    assert await anext(retry) == head
+    handle.release.set()
+    assert await asyncio.to_thread(handle.done.wait, 10)
+    body = head + b"".join([chunk async for chunk in retry])
+    assert base64.b64decode(json.loads(body)["file"]) == data
