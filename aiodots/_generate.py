@@ -595,14 +595,19 @@ class Generator:
     def cursors_follow_ids(self, query: list[FieldSpec], item_class: str) -> None:
         """A list's cursor is the id of one of its objects (each cursor's description
         says so), so its check must accept those ids. The transactions list types its
-        cursors as UUIDs while a transaction's `id` is an integer: there the id wins, and
-        the cursors take an integer id (or its text) instead of a UUID."""
+        cursors as UUIDs while a transaction's `id` is an integer: the document disagrees
+        with itself, so the cursors take either, an integer id (or its text) or the UUID
+        the parameter's own schema names."""
         if not self._has_integer_id(item_class):
             return
         for f in query:
             if f.wire in ("starting_after", "ending_before"):
-                f.converter = "v.to_integer_id"
-                f.input_annotation = optional("str | int")  # query parameters are optional
+                f.converter = (
+                    "v.to_integer_id_or_uuid" if f.converter == "v.to_uuid" else "v.to_integer_id"
+                )
+                either = f.converter == "v.to_integer_id_or_uuid"
+                # query parameters are optional
+                f.input_annotation = optional("str | int | UUID" if either else "str | int")
 
     def response(
         self, op: dict[str, Any], resource: str, verb: str, module: str

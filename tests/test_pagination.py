@@ -250,3 +250,16 @@ async def test_a_list_whose_has_more_is_not_a_boolean_stops_at_its_first_page(
     with pytest.raises(aiodots.InvalidResponseError, match="has_more"):
         _ = [flow async for flow in client.flows.list()]
     assert sent_count(mocked) == 1
+
+
+async def test_transactions_take_the_uuid_cursor_the_spec_types_them_as(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    # The document types the transactions list's cursors as UUIDs while a transaction's
+    # `id` is an integer: a cursor of either reading is sent as given.
+    mocked.get(TRANSACTIONS, payload=transactions(8, has_more=False))
+    await client.transactions.list_page(starting_after=USER_ID)
+    mocked.get(TRANSACTIONS, payload=transactions(8, has_more=False))
+    ids = [t.id async for t in client.transactions.list(ending_before=USER_ID)]
+    assert ids == [8]
+    assert sent_queries(mocked) == [{"starting_after": USER_ID}, {"ending_before": USER_ID}]

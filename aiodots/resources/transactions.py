@@ -7,6 +7,7 @@ generator, not this file.
 from __future__ import annotations
 
 from typing import Unpack
+from uuid import UUID
 
 from aiodots.models import Page
 from aiodots.models import _fields as v
@@ -22,8 +23,8 @@ _LIST = Operation(
     "/v2/transactions",
     page_of=Transaction,
     query={
-        "starting_after": v.Param(converter=v.to_integer_id),
-        "ending_before": v.Param(converter=v.to_integer_id),
+        "starting_after": v.Param(converter=v.to_integer_id_or_uuid),
+        "ending_before": v.Param(converter=v.to_integer_id_or_uuid),
         "include_transfer": v.Param(checks=(v.boolean(),)),
     },
 )
@@ -41,8 +42,8 @@ class Transactions(Resource):
         self,
         *,
         limit: int | None = None,
-        starting_after: str | int | None = None,
-        ending_before: str | int | None = None,
+        starting_after: str | int | UUID | None = None,
+        ending_before: str | int | UUID | None = None,
         include_transfer: bool | None = None,
         **overrides: Unpack[CallOverrides],
     ) -> Pages[Transaction]:
@@ -69,8 +70,8 @@ class Transactions(Resource):
         self,
         *,
         limit: int | None = None,
-        starting_after: str | int | None = None,
-        ending_before: str | int | None = None,
+        starting_after: str | int | UUID | None = None,
+        ending_before: str | int | UUID | None = None,
         include_transfer: bool | None = None,
         **overrides: Unpack[CallOverrides],
     ) -> Page[Transaction]:
