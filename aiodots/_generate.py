@@ -429,7 +429,7 @@ class Generator:
                 self.need(module, "aiodots.models.flows", "Step")
                 if request:
                     self.need(module, "aiodots.models.flows", "FlowStep")
-                    converter = "to_steps" if f.required else "to_optional_steps"
+                    converter = step_converter(item_schema, f.required, f.wire)
                     self.need(module, "aiodots.models.flows", converter)
                     f.annotation = "tuple[Step | FlowStep, ...]"
                     f.converter = converter
@@ -651,6 +651,37 @@ class Generator:
         cls = self.class_for(item, singular(resource), module, False, "One item of the list.")
         self.need_class(module, cls)
         return cls
+
+
+#: The options a step object may carry, by the hand-written step model that takes them
+#: (`models/flows.py`), and the converter of an optional and a required list of each.
+STEP_MODELS: dict[str, tuple[frozenset[str], str, str | None]] = {
+    "FlowStep": (
+        frozenset({"name", "redirect_url", "template_id", "auto_payout_enabled",
+                   "hide_continue_button"}),
+        "to_optional_steps", "to_steps",
+    ),
+    "PayoutLinkStep": (
+        frozenset({"name", "redirect_url", "template_id", "auto_payout_enabled",
+                   "hide_continue_button", "payment_intent_id", "force",
+                   "require_default_payout_method", "require_auto_payout_method",
+                   "payout_fee_party"}),
+        "to_payout_link_steps", None,
+    ),
+}
+
+
+def step_converter(item_schema: dict[str, Any], required: bool, wire: str) -> str:
+    """The converter of a list of steps: the first step model that takes every option the
+    spec's step object has (a payout link's steps take options a flow's do not)."""
+    options: set[str] = set()
+    for alt in item_schema.get("oneOf", []):
+        options |= set(alt.get("properties", {}) if isinstance(alt, dict) else ())
+    for known, optional_list, required_list in STEP_MODELS.values():
+        converter = required_list if required else optional_list
+        if options <= known and converter is not None:
+            return converter
+    raise AssertionError(f"no step model takes every option of `{wire}`: {sorted(options)}")
 
 
 def conditional_properties(schema: dict[str, Any]) -> dict[str, Any]:
@@ -1222,9 +1253,9 @@ def render_models_init(gen: Generator) -> str:
         "from __future__ import annotations",
         "",
         "from .common import Page",
-        "from .flows import CreateFlow, Flow, FlowStep, RedirectStep, Step",
+        "from .flows import CreateFlow, Flow, FlowStep, PayoutLinkStep, RedirectStep, Step",
     ]
-    names = ["CreateFlow", "Flow", "FlowStep", "Page", "RedirectStep", "Step"]
+    names = ["CreateFlow", "Flow", "FlowStep", "Page", "PayoutLinkStep", "RedirectStep", "Step"]
     modules: dict[str, list[str]] = {}
     for c in gen.classes.values():
         modules.setdefault(c.module, []).append(c.name)

@@ -27,7 +27,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from . import model_builder
 from .errors import InvalidResponseError
 from .models import CreateFlow, FlowStep, Page, RedirectStep, Step
-from .models.flows import STEP_BY_NAME
+from .models.flows import STEP_BY_NAME, PayoutLinkStep
 
 __all__ = [
     "converter",
@@ -339,7 +339,7 @@ converter.register_unstructure_hook_func(
 # Request metadata was checked to be plain JSON on construction: sent as given, uncopied.
 converter.register_unstructure_hook(Mapping[str, Any] | str | None, lambda value: value)
 converter.register_unstructure_hook(Step, lambda s: s.value)
-for _cls in (FlowStep, RedirectStep, CreateFlow):
+for _cls in (FlowStep, RedirectStep, PayoutLinkStep, CreateFlow):
     converter.register_unstructure_hook(
         _cls,
         make_dict_unstructure_fn(

@@ -184,3 +184,38 @@ def test_every_response_example_validates_against_its_schema() -> None:
 def test_operation_objects_know_their_replay_rule() -> None:
     op = Operation("POST", "/v2/payouts")
     assert op.replay is aiodots.Replay.IDEMPOTENT
+
+
+async def test_payout_link_steps_take_the_options_the_spec_gives_them(
+    contract: tuple[DotsEmulator, aiodots.Client],
+) -> None:
+    # A payout link's `additional_steps` items take options a flow's steps do not
+    # (`force`, `payment_intent_id`, ...): each goes out as given, and the emulator
+    # checks the body against the document.
+    emulator, client = contract
+    step = {
+        "name": "payout",
+        "auto_payout_enabled": False,
+        "payment_intent_id": "pi_123",
+        "force": True,
+        "require_default_payout_method": True,
+        "require_auto_payout_method": False,
+        "hide_continue_button": True,
+        "payout_fee_party": "platform",
+    }
+    await client.payout_links.create(amount=1000, additional_steps=["compliance", step])
+    assert emulator.stats.by_status[400] == 0
+    assert emulator.stats.last_request.json()["additional_steps"] == ["compliance", step]
+    # No minimum: an empty list is a value of the field, sent as it is.
+    await client.payout_links.create(amount=1000, additional_steps=[])
+    assert emulator.stats.last_request.json()["additional_steps"] == []
+    with pytest.raises(aiodots.ValidationError, match="unknown step option"):
+        await client.payout_links.create(amount=1000, additional_steps=[{"name": "payout", "x": 1}])
+
+
+def test_the_generator_knows_each_step_model_s_options() -> None:
+    from aiodots._generate import STEP_MODELS
+
+    for name, (options, _, _) in STEP_MODELS.items():
+        model = getattr(aiodots, name)
+        assert options == {a.name for a in attrs.fields(model)}, name

@@ -42,7 +42,7 @@ from .apps import (
     CreateApp,
 )
 from .common import Page
-from .flows import CreateFlow, Flow, FlowStep, RedirectStep, Step
+from .flows import CreateFlow, Flow, FlowStep, PayoutLinkStep, RedirectStep, Step
 from .organization_transfers import CreateOrganizationTransfer
 from .organizations import (
     OrganizationCopyComplianceBetweenAppsRequest,
@@ -229,6 +229,7 @@ __all__ = [
     "PayoutLinkDelivery",
     "PayoutLinkPayee",
     "PayoutLinkRedeliverResult",
+    "PayoutLinkStep",
     "PayoutRequest",
     "PayoutSendRequest",
     "PayoutSendRequestDelivery",

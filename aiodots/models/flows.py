@@ -20,7 +20,7 @@ from aiodots.errors import ValidationError
 
 from ._fields import json_value
 
-__all__ = ["CreateFlow", "Flow", "FlowStep", "RedirectStep", "Step"]
+__all__ = ["CreateFlow", "Flow", "FlowStep", "PayoutLinkStep", "RedirectStep", "Step"]
 
 
 class Step(enum.StrEnum):
@@ -103,11 +103,36 @@ class RedirectStep(FlowStep):
     redirect_url: str | None = attrs.field(kw_only=True, validator=_check_redirect_url)
 
 
+@attrs.frozen(slots=True)
+class PayoutLinkStep(FlowStep):
+    """A step of a payout link's `additional_steps` with options: a flow step's, and those
+    Dots' document gives payout links' steps alone. Unset options are not sent."""
+
+    payment_intent_id: str | None = attrs.field(
+        default=None, kw_only=True, validator=_optional_text
+    )
+    force: bool | None = attrs.field(default=None, kw_only=True, validator=_optional_bool)
+    require_default_payout_method: bool | None = attrs.field(
+        default=None, kw_only=True, validator=_optional_bool
+    )
+    require_auto_payout_method: bool | None = attrs.field(
+        default=None, kw_only=True, validator=_optional_bool
+    )
+    payout_fee_party: str | None = attrs.field(
+        default=None, kw_only=True, validator=_optional_text
+    )
+
+
 _STEP_OPTIONS = frozenset(a.name for a in attrs.fields(FlowStep))
+_OPTIONS_OF: dict[type[FlowStep], frozenset[str]] = {
+    FlowStep: _STEP_OPTIONS,
+    PayoutLinkStep: frozenset(a.name for a in attrs.fields(PayoutLinkStep)),
+}
 
 
-def to_flow_step(value: object) -> Step | FlowStep:
-    """One item of `steps`: a name, a `Step`, a `FlowStep`, or a mapping of its fields."""
+def to_flow_step(value: object, step_class: type[FlowStep] = FlowStep) -> Step | FlowStep:
+    """One item of `steps`: a name, a `Step`, a `FlowStep`, or a mapping of the fields of
+    `step_class` (whose options a mapping may use)."""
     if type(value) is str:  # the common case first: ABC checks below cost more
         step = STEP_BY_NAME.get(value)
         if step is not None and step is not Step.REDIRECT:
@@ -115,13 +140,13 @@ def to_flow_step(value: object) -> Step | FlowStep:
     if isinstance(value, FlowStep):
         return value
     if isinstance(value, Mapping):
-        unknown = set(value) - _STEP_OPTIONS
+        unknown = set(value) - _OPTIONS_OF[step_class]
         if unknown:
             raise ValidationError(f"unknown step option(s): {', '.join(sorted(map(str, unknown)))}")
         if "name" not in value:
             raise ValidationError("a step given as a mapping needs a 'name'")
         options = dict(value)
-        return FlowStep(options.pop("name"), **options)
+        return step_class(options.pop("name"), **options)
     step = to_step(value)
     if step is Step.REDIRECT:
         raise ValidationError(
@@ -130,13 +155,15 @@ def to_flow_step(value: object) -> Step | FlowStep:
     return step
 
 
-def to_steps(value: object) -> tuple[Step | FlowStep, ...]:
+def to_steps(
+    value: object, step_class: type[FlowStep] = FlowStep, *, allow_empty: bool = False
+) -> tuple[Step | FlowStep, ...]:
     if type(value) is not list and type(value) is not tuple and (
         isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable)
     ):
         raise ValidationError("steps must be a list of step names or FlowStep objects")
-    steps = tuple([to_flow_step(v) for v in value])
-    if not steps:
+    steps = tuple([to_flow_step(v, step_class) for v in value])
+    if not steps and not allow_empty:
         raise ValidationError("steps must not be empty")
     names = [step.name if isinstance(step, FlowStep) else step for step in steps]
     if len(set(names)) != len(names):
@@ -149,8 +176,14 @@ def to_steps(value: object) -> tuple[Step | FlowStep, ...]:
 
 
 def to_optional_steps(value: object) -> tuple[Step | FlowStep, ...] | None:
-    """`to_steps` for a field that may be left out (a payout link's `additional_steps`)."""
+    """`to_steps` for a field that may be left out."""
     return None if value is None else to_steps(value)
+
+
+def to_payout_link_steps(value: object) -> tuple[Step | FlowStep, ...] | None:
+    """A payout link's `additional_steps`: may be left out or empty (the document sets no
+    minimum), and a step given as a mapping may use `PayoutLinkStep`'s options."""
+    return None if value is None else to_steps(value, PayoutLinkStep, allow_empty=True)
 
 
 def to_user_id(value: object) -> str | None:

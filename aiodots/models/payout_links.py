@@ -13,7 +13,7 @@ from typing import Any, Literal
 import attrs
 
 from aiodots.models import _fields as v
-from aiodots.models.flows import FlowStep, Step, to_optional_steps
+from aiodots.models.flows import FlowStep, Step, to_payout_link_steps
 
 __all__ = [
     "CreatePayoutLink",
@@ -141,7 +141,7 @@ class CreatePayoutLink:
     #: object with additional step options.
     additional_steps: tuple[Step | FlowStep, ...] | None = attrs.field(
         default=None,
-        converter=to_optional_steps,
+        converter=to_payout_link_steps,
     )
     accounting_data: CreatePayoutLinkAccountingData | None = attrs.field(
         default=None,
