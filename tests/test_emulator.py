@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
+from aiodots.testing.spec import InvalidInput, load_spec
 
 pytest_plugins = ["pytester"]
 
@@ -150,6 +151,35 @@ async def test_list_pages_newest_first_with_both_cursors(raw: Raw) -> None:
     assert page["has_more"] is True
     status, _, _ = await raw.call("GET", "/v2/flows", params={"limit": "101"})
     assert status == 400
+
+
+async def test_a_list_over_integer_ids_takes_them_as_cursors(raw: Raw) -> None:
+    # Dots' document types the transactions list's cursors as UUIDs while a transaction's
+    # id is an integer; a client paging by the ids it was given must not meet a 400.
+    for cursor in ("17", "3c90c3cc-0d44-4b50-8888-8dd25736052a"):
+        status, page, _ = await raw.call(
+            "GET", "/v2/transactions", params={"limit": "2", "starting_after": cursor}
+        )
+        assert status == 200, page
+    status, _, _ = await raw.call(
+        "GET", "/v2/transactions", params={"ending_before": "seventeen"}
+    )
+    assert status == 400
+    status, _, _ = await raw.call("GET", "/v2/flows", params={"starting_after": "17"})
+    assert status == 400  # flows have UUIDs: the document's type stands
+
+
+def test_a_null_the_document_allows_validates_and_a_wrong_type_is_refused() -> None:
+    # The document writes some nullable types as `type: [object, null]` with YAML's bare
+    # null, a type jsonschema does not know (`UnknownType`); read as the "null" type.
+    spec = load_spec()
+    op = spec.operations["GET /v2/users/{user_id}"]
+    user = spec.example(op)
+    user["compliance"]["w9"] = None
+    spec.check_response(op, user)
+    user["compliance"]["w9"] = 5
+    with pytest.raises(InvalidInput, match="w9"):
+        spec.check_response(op, user)
 
 
 async def test_fail_next_answers_the_status_without_processing(

@@ -77,6 +77,7 @@ class ApiSpec:
             for method in _METHODS:
                 if method in item:
                     op = self._operation(method.upper(), path, item[method], shared)
+                    self._cursors_follow_ids(op)
                     self.operations[op.key] = op
         jsonschema = _jsonschema()
         self._validator_class = jsonschema.Draft202012Validator
@@ -111,6 +112,22 @@ class ApiSpec:
             status=status,
             response_schema=response_schema,
         )
+
+    def _cursors_follow_ids(self, op: OperationSpec) -> None:
+        """A list's cursors are ids of its objects. Where the document types them as UUIDs
+        over objects whose `id` is an integer (transactions), it disagrees with itself:
+        either reading is taken, as the client sends either."""
+        listed = self.resolve(op.response_schema or {})
+        items = self.resolve((listed.get("properties") or {}).get("data") or listed)
+        id_schema = self.resolve((self.resolve(items.get("items") or {}).get("properties") or {})
+                                 .get("id") or {})
+        if id_schema.get("type") != "integer":
+            return
+        for name in ("starting_after", "ending_before"):
+            schema = op.query.get(name)
+            if schema is not None and str(schema.get("format", "")).lower() == "uuid":
+                op.query[name] = {"type": "string",
+                                  "anyOf": [{"format": "uuid"}, {"pattern": "^[0-9]+$"}]}
 
     # -- schemas --------------------------------------------------------------------------
 
@@ -263,10 +280,14 @@ _RECURSION = object()
 
 
 def _repair(node: Any) -> None:
-    """Mend the two places in Dots' document that no value can satisfy: a string with an
+    """Mend the places in Dots' document that no value can satisfy: a string with an
     `enum` of words and `format: uuid` (send-payout's `payout_fee_party`: the enum is
-    what the API documents, so the format goes), and if/then pairs under `oneOf`."""
+    what the API documents, so the format goes), if/then pairs under `oneOf`, and a
+    type list with YAML's bare null (`type: [object, null]`, meant as "null"), which
+    jsonschema refuses to validate with at all."""
     if isinstance(node, dict):
+        if isinstance(node.get("type"), list):
+            node["type"] = ["null" if kind is None else kind for kind in node["type"]]
         if node.get("enum") and str(node.get("format", "")).lower() == "uuid":
             del node["format"]
         alternatives = node.get("oneOf")
