@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from .errors import ValidationError
-from .running_loop import running_loop
+from .running_loop import being_cancelled, running_loop
 
 __all__ = ["Batch", "BatchItem", "BatchSummary"]
 
@@ -126,13 +126,6 @@ class _Results(Generic[T]):
 
 
 _WORKER_DONE = _End()
-
-
-def _being_cancelled() -> bool:
-    """Whether this task was asked to stop, as against a CancelledError that some awaited
-    thing raised of its own (a future another task cancelled)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 class Batch(Generic[Req, Res]):
@@ -293,7 +286,7 @@ class Batch(Generic[Req, Res]):
                     except Exception as exc:
                         item = BatchItem(index, request, None, exc)
                     except asyncio.CancelledError as exc:
-                        if _being_cancelled():
+                        if being_cancelled():
                             raise  # the batch is closing
                         # The call cancelled something of its own and let it out: this
                         # item's failure, not the worker's end (its item would be lost).

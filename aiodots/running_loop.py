@@ -5,6 +5,8 @@ a fork. The client asks for the loop on every request (a session is bound to its
 and that call measured 2.5 us of client CPU per request here (benchmarks/throughput.py),
 more than the rest of its bookkeeping. Python 3.12 dropped the system call, and there
 this is asyncio's own function.
+
+`being_cancelled()` tells a task's own cancellation from a CancelledError it was handed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 import threading
 from contextvars import ContextVar
 
-__all__ = ["running_loop"]
+__all__ = ["being_cancelled", "running_loop"]
 
 if sys.version_info >= (3, 12):
     running_loop = asyncio.get_running_loop
@@ -51,3 +53,10 @@ else:
         loop = asyncio.get_running_loop()
         _seen_loop.set((loop, threading.get_ident()))
         return loop
+
+
+def being_cancelled() -> bool:
+    """Whether the current task was asked to stop, as against a CancelledError that some
+    awaited thing raised of its own (a future another task, or aiohttp, cancelled)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -28,6 +28,7 @@ from .errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    ClientClosedError,
     ConnectFailed,
     DotsError,
     IdempotencyKeyReusedError,
@@ -48,6 +49,7 @@ from .retry import (
     is_key_rejection,
     parse_retry_after,
 )
+from .running_loop import being_cancelled
 from .session import attempt_timeout
 
 __all__ = ["CallOptions", "ClientStats", "Transport", "default_headers"]
@@ -472,6 +474,16 @@ class Transport:
                 self._stats.connection_errors += 1
                 failure = connection_failure(exc, method=request.method, path=request.path)
                 raise failure from failure.__cause__
+            except asyncio.CancelledError:
+                # Closing the session cancels the requests still waiting for a pooled
+                # connection (aiohttp's connector does): that is the client closing, not
+                # this task being cancelled, and a caller must not take it for that.
+                if session.closed and not being_cancelled():
+                    raise ClientClosedError(
+                        "this aiodots Client was closed while the call waited for a "
+                        "connection; the request was not sent"
+                    ) from None
+                raise
 
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(

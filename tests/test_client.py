@@ -12,13 +12,14 @@ import threading
 import warnings
 from typing import Any
 
+import aiohttp
 import aioresponses
 import pytest
 
 import aiodots
 from aiodots.resources._options import call_options
 from aiodots.retry import backoff_seconds
-from aiodots.testing import DotsEmulator
+from aiodots.testing import DotsEmulator, FaultPlan
 
 from .conftest import BASE_URL, flow_json
 
@@ -160,6 +161,36 @@ async def test_one_pool_serves_every_call_of_a_client(
         first = d._sessions.session()
         await asyncio.gather(*(d.flows.create(steps=["payout"]) for _ in range(20)))
         assert d._sessions.session() is first
+
+
+async def test_closing_fails_a_call_waiting_for_a_connection_and_does_not_cancel_it(
+    dots_emulator: DotsEmulator,
+) -> None:
+    """aiohttp's close cancels the futures of requests still waiting for a pooled
+    connection: such a call ended in a CancelledError nobody asked for, which a web
+    handler takes for its own cancellation (and a batch for a failure of the call)."""
+    dots_emulator.set_faults(FaultPlan(latency=0.5))
+    queued = asyncio.Event()
+
+    async def on_queued(*_: Any) -> None:
+        queued.set()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_queued_start.append(on_queued)
+    dots = aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url, max_connections=1,
+        max_retries=0, trace_configs=[trace],
+    )
+    holder = asyncio.create_task(dots.flows.retrieve("f1"))
+    waiting = asyncio.create_task(dots.flows.retrieve("f2"))
+    async with asyncio.timeout(5):
+        await queued.wait()  # `holder` has the one connection, `waiting` waits for it
+        await dots.close()
+        with pytest.raises(aiodots.ClientClosedError, match="closed"):
+            await waiting
+        with pytest.raises(aiodots.APIConnectionError):
+            await holder  # its connection was closed under it
+    assert dots.stats.failures == 2
 
 
 def test_the_public_names_are_the_documented_ones() -> None:
