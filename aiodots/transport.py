@@ -174,7 +174,7 @@ class ClientStats:
     retries: int = 0
     rate_limited: int = 0  #: 429 responses seen
     connection_errors: int = 0
-    failures: int = 0  #: logical calls that ended in an exception
+    failures: int = 0  #: logical calls that ended in an error (DotsError); a cancelled one did not
     budget_exhausted: int = 0  #: retries refused because the retry budget was spent
     limiter_wait_seconds: float = 0.0  #: time spent held by the rate limiter or a pause
     backoff_wait_seconds: float = 0.0  #: time spent sleeping between attempts
@@ -398,7 +398,9 @@ class Transport:
         )
         try:
             result: Any = await attempts(attempt)
-        except BaseException:
+        except DotsError:
+            # As for the first attempt: a call cancelled (or stopped by misuse) did not
+            # fail, wherever it was when it stopped.
             self._stats.failures += 1
             raise
         if self._budget is not None:

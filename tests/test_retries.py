@@ -254,3 +254,29 @@ async def test_the_retry_budget_stops_retries_during_an_outage_and_refills_on_su
         mocked.get(FLOW_URL, payload=flow_json())
         await dots.flows.retrieve("f1")
         assert budget.tokens == 5
+
+
+@pytest.mark.parametrize("where", ["waiting for the answer", "in the backoff"])
+async def test_a_cancelled_call_is_no_failure_wherever_it_was_cancelled(
+    dots_emulator: DotsEmulator, where: str
+) -> None:
+    """`stats.failures` counts calls that failed; a call cancelled in its retries' backoff
+    was counted as one, and the same call cancelled during its first attempt was not."""
+    policy = aiodots.RetryPolicy(max_retries=3, backoff_initial=30.0, rand=lambda: 1.0)
+    if where == "in the backoff":
+        dots_emulator.fail_next(1, status=503)
+    else:
+        dots_emulator.set_faults(FaultPlan(latency=30.0))
+    async with aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url, retry_policy=policy
+    ) as dots:
+        call = asyncio.create_task(dots.flows.retrieve("f1"))
+        async with asyncio.timeout(5):
+            while dots_emulator.stats.requests == 0 or (  # noqa: ASYNC110 - polling
+                where == "in the backoff" and dots.stats.retries == 0
+            ):
+                await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert (dots.stats.calls, dots.stats.failures) == (1, 0)
