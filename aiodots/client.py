@@ -201,7 +201,8 @@ class Client:
 
     async def close(self) -> None:
         """Close the connection pool. Safe to call more than once; a closed client
-        raises `ClientClosedError` on use."""
+        raises `ClientClosedError` on use, and so do calls still waiting to be sent."""
+        self._transport.close()
         await self._sessions.close()
 
     async def __aenter__(self) -> Client:

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import attrs
@@ -55,6 +55,8 @@ from .session import attempt_timeout
 __all__ = ["CallOptions", "ClientStats", "Transport", "default_headers"]
 
 log = logging.getLogger("aiodots")
+
+T = TypeVar("T")
 
 USER_AGENT = f"aiodots/{__version__}"
 
@@ -249,6 +251,12 @@ class Transport:
         self._budget = budget
         self._stats = stats
         self._sleep = sleep
+        # Calls waiting to be sent (held by the limiter, or sleeping before a retry), and
+        # those of them that `close` cancelled: a closed client ends them at once, not
+        # after a pause of up to `max_retry_after` for a request it can never send.
+        self._holding: set[asyncio.Task[Any]] = set()
+        self._ended: set[asyncio.Task[Any]] = set()
+        self._closed = False
         # The headers of every request (credentials, identity) are the session's own
         # (`default_headers`); a call sends only what is its own. Three headers given per
         # request measured 9k instructions more than the same three on the session
@@ -259,6 +267,36 @@ class Transport:
     @property
     def policy(self) -> RetryPolicy:
         return self._policy
+
+    def close(self) -> None:
+        """The client closes: every call waiting to be sent ends with ClientClosedError."""
+        self._closed = True
+        for task in self._holding:
+            self._ended.add(task)
+            task.cancel()
+
+    async def _held(self, wait: Callable[[], Awaitable[T]]) -> T:
+        """`wait()` (the limiter, a backoff), cut short by `close`."""
+        if self._closed:
+            raise ClientClosedError("this aiodots Client is closed; create a new one")
+        task = asyncio.current_task()
+        assert task is not None
+        self._holding.add(task)
+        try:
+            return await wait()
+        except asyncio.CancelledError:
+            # Only `close` cancelled it: a cancellation of the caller's own stands.
+            if task in self._ended and task.uncancel() == 0:
+                raise ClientClosedError(
+                    "this aiodots Client was closed while the call waited to be sent"
+                ) from None
+            raise
+        finally:
+            self._holding.discard(task)
+            self._ended.discard(task)
+
+    def _backoff(self, seconds: float) -> Awaitable[None]:
+        return self._held(lambda: self._sleep(seconds))
 
     def url_for(self, path: str) -> str:
         return self._base_url + path
@@ -392,7 +430,7 @@ class Transport:
             retry=should_retry,
             wait=lambda _state: next_wait,
             stop=stop_after_attempt(policy.max_retries + 1),
-            sleep=self._sleep,
+            sleep=self._backoff,
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -431,9 +469,9 @@ class Transport:
             sent_at = None if try_acquire is None else try_acquire()
             if sent_at is None:
                 if request.deadline_at is None:
-                    waited = await limiter.acquire()
+                    waited = await self._held(limiter.acquire)
                 else:
-                    waited = await self._acquire_by_deadline(request)
+                    waited = await self._held(lambda: self._acquire_by_deadline(request))
                 if waited:
                     self._stats.limiter_wait_seconds += waited
                 sent_at = limiter.now()

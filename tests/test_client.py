@@ -193,6 +193,42 @@ async def test_closing_fails_a_call_waiting_for_a_connection_and_does_not_cancel
     assert dots.stats.failures == 2
 
 
+@pytest.mark.parametrize("held_by", ["a Retry-After pause", "a retry's backoff"])
+async def test_closing_ends_a_call_that_waits_to_send_at_once(
+    dots_emulator: DotsEmulator, held_by: str
+) -> None:
+    """A call held by the limiter or sleeping before a retry went on waiting after
+    `close()`, up to `max_retry_after` (60 s), only to fail with ClientClosedError then:
+    a shutdown waited on calls that could never be sent."""
+    policy = aiodots.RetryPolicy(max_retries=3, backoff_initial=30.0, rand=lambda: 1.0)
+    dots = aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url, retry_policy=policy
+    )
+    if held_by == "a Retry-After pause":
+        dots.limiter.on_response(429, dots.limiter.now(), 30.0)
+    else:
+        dots_emulator.fail_next(1, status=503)
+    limiter = dots.limiter
+    assert isinstance(limiter, aiodots.AdaptiveRateLimiter)
+
+    def waiting() -> bool:
+        return bool(limiter._waiters) if held_by == "a Retry-After pause" else (
+            dots.stats.retries > 0  # counted as the backoff's sleep begins
+        )
+
+    call = asyncio.create_task(dots.flows.retrieve("f1"))
+    async with asyncio.timeout(5):
+        while not waiting():  # noqa: ASYNC110 - polling until the call waits
+            await asyncio.sleep(0.01)
+    async with asyncio.timeout(1):
+        await dots.close()
+        with pytest.raises(aiodots.ClientClosedError, match="closed"):
+            await call
+    assert dots.stats.failures == 1
+    with pytest.raises(aiodots.ClientClosedError):
+        await dots.flows.retrieve("f1")  # and a call after close, as before
+
+
 def test_the_public_names_are_the_documented_ones() -> None:
     documented = {
         "Client", "Flow", "CreateFlow", "Step", "FlowStep", "RedirectStep", "BatchItem",
