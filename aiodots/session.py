@@ -104,6 +104,11 @@ class SessionManager:
             headers=self._headers,
             proxy=self._proxy,
         )
+        # aiohttp sends a GET, PUT or DELETE again by itself when its connection drops,
+        # unseen by the retry policy, the limiter, the budget and `stats`: `max_retries=0`
+        # would still send twice. Retries are `retry.py`'s alone. No public switch exists;
+        # aiohttp's own test client turns it off the same way.
+        self._session._retry_connection = False
         self._loop = loop
         return self._session
 

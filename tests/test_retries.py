@@ -203,6 +203,27 @@ async def test_a_read_is_retried_after_a_dropped_connection_and_a_timeout(
     assert client.stats.connection_errors == 2
 
 
+async def test_a_dropped_read_is_sent_again_only_by_the_retry_policy() -> None:
+    """aiohttp sends a GET, PUT or DELETE again by itself when its connection drops, past
+    `max_retries`, the limiter, the budget and `client.stats` (aioresponses never runs
+    that code): the emulator, a real server, shows it."""
+    async with DotsEmulator() as emulator, aiodots.Client(
+        **emulator.credentials, base_url=emulator.base_url,
+        retry_policy=aiodots.RetryPolicy(max_retries=1, backoff_initial=0.01),
+    ) as dots:
+        flow = await dots.flows.create(steps=["payout"])
+        served = emulator.stats.requests
+        emulator.reset_next(1)
+        with pytest.raises(aiodots.APIConnectionError):
+            await dots.flows.retrieve(flow.id, max_retries=0)
+        assert emulator.stats.requests == served + 1
+        emulator.reset_next(1)
+        await dots.flows.retrieve(flow.id)
+        assert emulator.stats.requests == served + 3
+        assert dots.stats.retries == 1
+        assert dots.stats.requests == 1 + 3
+
+
 async def test_a_timeout_surfaces_as_api_timeout_error(
     client: aiodots.Client, mocked: aioresponses.aioresponses
 ) -> None:
