@@ -1234,7 +1234,7 @@ def render_operations_doc(spec: dict[str, Any]) -> str:
         "after any retryable failure; *idempotent* carries an `idempotency_key`, the same on",
         "every attempt; *unprocessed only* is repeated only when the request provably had",
         "no effect). Generated from `aiodots.OPERATIONS` by `python -m aiodots._generate`;",
-        "`tests/test_generated.py` keeps it current.",
+        "`tests/test_resources.py` keeps it current.",
         "",
         f"{len(METHODS)} operations.",
         "",
