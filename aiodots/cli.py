@@ -68,14 +68,16 @@ def _client(ctx: click.Context, **kwargs: Any) -> Client:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def redis_option(command: F) -> F:
+def redis_option(
+    help_text: str = "Share one rate limit with every process using this Redis and API key "
+    "(redis://host:port/db); --rate is then their combined rate. Needs the redis extra.",
+) -> Callable[[F], F]:
     """`--redis URL` (or DOTS_REDIS_URL) on a command that sends: pass `redis_url` on to
-    `shared_limiter`."""
-    return click.option(
-        "--redis", "redis_url", metavar="URL", envvar="DOTS_REDIS_URL",
-        help="Share one rate limit with every process using this Redis and API key "
-        "(redis://host:port/db); --rate is then their combined rate. Needs the redis extra.",
-    )(command)
+    `shared_limiter`. The help says what it does on that command (`demo` has no --rate)."""
+    option: Callable[[F], F] = click.option(
+        "--redis", "redis_url", metavar="URL", envvar="DOTS_REDIS_URL", help=help_text
+    )
+    return option
 
 
 def shared_limiter(redis_url: str | None, rate: float | None) -> RedisRateLimiter | None:
@@ -354,7 +356,7 @@ def _run_bulk(
 @click.option("--reconcile/--no-reconcile", default=True, show_default=True,
               help="Look up a create whose answer was lost instead of failing the row, and"
                    " on resume find rows a killed run created.")
-@redis_option
+@redis_option()
 @click.pass_context
 def flows_bulk(
     ctx: click.Context, input_path: str, output: Path, steps: str | None, concurrency: int,
@@ -408,7 +410,10 @@ def flows_bulk(
                    " duplicates those that were created).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes sharing the emulator's limit (with --redis: sharing one limiter).")
-@redis_option
+@redis_option(
+    "Run the workers again, sharing one limiter through this Redis (redis://host:port/db),"
+    " to compare. Needs the redis extra."
+)
 def demo(count: int, rate_limit: float, error_rate: float, reset_rate: float,
          reset_after_rate: float, concurrency: int, reconcile: bool, workers: int,
          redis_url: str | None) -> None:
@@ -590,7 +595,7 @@ def users_get(ctx: click.Context, user_id: str) -> None:
 @click.option("--limit", "most", type=click.IntRange(1), help="Print at most this many.")
 @click.pass_context
 def users_list(ctx: click.Context, status: Any, most: int | None) -> None:
-    """Print users as JSON Lines, newest first, fetching pages as it goes."""
+    """Print users as JSON Lines in the order the API lists them, fetching pages as it goes."""
 
     async def listing() -> None:
         async with _client(ctx) as dots:
@@ -626,7 +631,7 @@ def payouts() -> None:
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--rate", type=PER_SECOND,
               help="Never exceed this many requests per second.")
-@redis_option
+@redis_option()
 @click.pass_context
 def payouts_bulk(
     ctx: click.Context, input_path: str, output: Path, platform: str | None,
