@@ -317,9 +317,10 @@ class RetryBudget:
     """A token bucket for retries shared by one client, so an outage cannot multiply load.
 
     Each retry spends tokens (a timeout more, since it held a connection for the whole
-    timeout); each success puts one back. With the bucket empty, failures surface at once
-    until successes refill it. The numbers follow botocore's "standard" retry mode
-    (capacity 500, retry cost 5, timeout cost 10, refill 1 per success).
+    timeout); a call that succeeds gives back what its retries spent, or one token when it
+    needed none. With the bucket empty, failures surface at once until successes refill
+    it. The numbers and the refund follow botocore's "standard" retry mode (capacity 500,
+    retry cost 5, timeout cost 10, refill 1 per success at the first attempt).
     """
 
     def __init__(
