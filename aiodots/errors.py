@@ -22,6 +22,7 @@ __all__ = [
     "ClientClosedError",
     "ConflictError",
     "ConnectFailed",
+    "ConnectionDropped",
     "DotsError",
     "IdempotencyKeyReusedError",
     "InvalidResponseError",
@@ -75,6 +76,13 @@ class APITimeoutError(APIConnectionError):
 
 class ConnectFailed(APIConnectionError):
     """The connection could not be opened, so the request never left this machine."""
+
+
+class ConnectionDropped(APIConnectionError):
+    """The connection closed (or was reset) before the whole answer arrived: the request
+    may have been acted on. Most often a pooled connection the server had closed as
+    idle, found closed only when used, so a call that may go again does so at once the
+    first time (`RetryPolicy.wait_for`)."""
 
 
 class NotSentTimeout(APITimeoutError, ConnectFailed):

@@ -23,6 +23,7 @@ from .errors import (
     APIError,
     APITimeoutError,
     ConnectFailed,
+    ConnectionDropped,
     InvalidResponseError,
     TLSVerificationError,
     UnreadableResponseError,
@@ -308,6 +309,12 @@ class RetryPolicy:
         """Seconds to wait before retry number `retry_number` (1-based) after `exc`."""
         if isinstance(exc, APIError) and exc.retry_after is not None:
             return exc.retry_after
+        if retry_number == 1 and isinstance(exc, ConnectionDropped):
+            # Most often a pooled connection the server closed as idle: nothing is wrong
+            # that waiting would mend. aiohttp resends such a request at once itself; its
+            # own resend is off (it bypassed this policy, the limiter and the stats), so
+            # the first retry here does what it did.
+            return 0.0
         return backoff_seconds(
             retry_number, initial=self.backoff_initial, maximum=self.backoff_max, rand=self.rand
         )

@@ -30,6 +30,7 @@ from .errors import (
     APITimeoutError,
     ClientClosedError,
     ConnectFailed,
+    ConnectionDropped,
     DotsError,
     IdempotencyKeyReusedError,
     NotSentTimeout,
@@ -120,6 +121,11 @@ def connection_failure(
         )
     elif isinstance(exc, aiohttp.ClientConnectorError):
         failure = ConnectFailed(f"could not connect: {exc.os_error}", method=method, path=path)
+    elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        failure = ConnectionDropped(
+            f"the connection dropped before the answer: {type(exc).__name__}: {exc}",
+            method=method, path=path,
+        )
     elif isinstance(exc, aiohttp.ClientResponseError):
         # An answer aiohttp could not take: a proxy that would not open the tunnel (then
         # nothing reached the API), or a response it could not parse. Said by status and

@@ -12,6 +12,7 @@ import pytest
 from yarl import URL
 
 import aiodots
+from aiodots.errors import ConnectionDropped
 from aiodots.retry import is_ambiguous
 from aiodots.session import attempt_timeout
 from aiodots.testing import DotsEmulator, FaultPlan
@@ -222,6 +223,29 @@ async def test_a_dropped_read_is_sent_again_only_by_the_retry_policy() -> None:
         assert emulator.stats.requests == served + 3
         assert dots.stats.retries == 1
         assert dots.stats.requests == 1 + 3
+
+
+async def test_a_read_on_a_dropped_connection_goes_again_at_once_the_first_time() -> None:
+    # The usual cause is a pooled connection the server closed as idle, found closed
+    # only when used: aiohttp resent such a request at once by itself. The policy now
+    # does, counted, limited and budgeted; a second drop in a row backs off as usual.
+    policy = aiodots.RetryPolicy(max_retries=3, backoff_initial=0.05, rand=lambda: 1.0)
+    async with DotsEmulator() as emulator, aiodots.Client(
+        **emulator.credentials, base_url=emulator.base_url, retry_policy=policy
+    ) as dots:
+        flow = await dots.flows.create(steps=["payout"])
+        emulator.reset_next(1)
+        await dots.flows.retrieve(flow.id)
+        assert (dots.stats.retries, dots.stats.backoff_wait_seconds) == (1, 0.0)
+        emulator.reset_next(2)
+        await dots.flows.retrieve(flow.id)
+        assert dots.stats.retries == 3
+        assert dots.stats.backoff_wait_seconds == pytest.approx(policy.wait_for(
+            aiodots.APIConnectionError("x", method="GET", path="/"), 2
+        ))
+        emulator.reset_next(1)
+        with pytest.raises(ConnectionDropped):
+            await dots.flows.retrieve(flow.id, max_retries=0)
 
 
 async def test_a_timeout_surfaces_as_api_timeout_error(
