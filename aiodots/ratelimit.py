@@ -87,8 +87,9 @@ class HeaderAwareLimiter(Protocol):
 @attrs.frozen
 class RateLimit:
     """A ceiling: at most `rate` requests per second, and at most `burst` sent back to
-    back after an idle spell. In any window of T seconds at most `rate * T + burst`
-    requests start."""
+    back after an idle spell. In any window of T seconds at most `rate * T + burst + 1`
+    requests start: a queue's head woken late keeps the token it earned meanwhile (see
+    `AdaptiveRateLimiter._take`), one more than an idle bucket holds."""
 
     rate: float = attrs.field(validator=attrs.validators.gt(0))
     burst: int = attrs.field(default=1, validator=attrs.validators.ge(1))
