@@ -1203,6 +1203,9 @@ def render_resource(gen: Generator, resource: str) -> str:
     lines.append("")
     lines.append("    Every method also takes the per-call options `timeout`, `max_retries`,")
     lines.append("    `deadline`, `extra_headers`, `api_app_id` and `user_ip`.")
+    if any(clashes(m) for m in methods):
+        lines.append("    A method whose own argument is named `api_app_id` takes the API's")
+        lines.append("    argument by that name: it sends the header through `extra_headers`.")
     lines.append('    """')
     for i, m in enumerate(methods):
         if i:

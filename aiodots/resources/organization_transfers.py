@@ -41,6 +41,8 @@ class OrganizationTransfers(Resource):
 
     Every method also takes the per-call options `timeout`, `max_retries`,
     `deadline`, `extra_headers`, `api_app_id` and `user_ip`.
+    A method whose own argument is named `api_app_id` takes the API's
+    argument by that name: it sends the header through `extra_headers`.
     """
 
     def list(

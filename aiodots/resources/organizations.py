@@ -39,6 +39,8 @@ class Organizations(Resource):
 
     Every method also takes the per-call options `timeout`, `max_retries`,
     `deadline`, `extra_headers`, `api_app_id` and `user_ip`.
+    A method whose own argument is named `api_app_id` takes the API's
+    argument by that name: it sends the header through `extra_headers`.
     """
 
     async def retrieve(
