@@ -201,9 +201,12 @@ _CLASS_BY_STATUS: dict[int, type[APIError]] = {
     429: RateLimitError,
 }
 
-_TAG = re.compile(r"<[^>]+>")
+# Each pattern stops at the next "<": one that scanned on to the body's end from every
+# unclosed "<" would take time quadratic in a hostile body's size, in the event loop.
+_TAG = re.compile(r"<[^<>]+>")
 _SPACE = re.compile(r"\s+")
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TITLE_OPEN = re.compile(r"<title[^<>]*>", re.IGNORECASE)
+_TITLE_CLOSE = re.compile(r"</title>", re.IGNORECASE)
 _MESSAGE_KEYS = ("message", "error", "detail", "error_message", "msg")
 _CODE_KEYS = ("error_code", "code", "type")
 
@@ -222,9 +225,12 @@ def error_class_for_status(status: int) -> type[APIError]:
 
 def excerpt(text: str) -> str:
     """A short, single-line human excerpt of a body that is not JSON (an HTML page, say)."""
-    title = _TITLE.search(text)
+    title = _TITLE_OPEN.search(text)
     if title:
-        text = title.group(1)
+        # The first closing tag after it, found once: not a search from every opening.
+        end = _TITLE_CLOSE.search(text, title.end())
+        if end:
+            text = text[title.end() : end.start()]
     text = _SPACE.sub(" ", _TAG.sub(" ", text)).strip()
     if len(text) > _EXCERPT_CHARS:
         text = text[: _EXCERPT_CHARS - 1] + "…"

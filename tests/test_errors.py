@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import aioresponses
 import pytest
 from yarl import URL
@@ -131,6 +133,34 @@ def test_excerpt_is_one_short_line() -> None:
     text = excerpt("<div>" + "word " * 200 + "</div>")
     assert "\n" not in text
     assert len(text) <= 200
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "<title>" * 15_000,  # titles that never close
+        "<" * 100_000,  # tags that never close
+        "<title" * 15_000,
+        "<p>" + "<title>x" * 12_000 + "</title>",
+    ],
+    ids=["open-titles", "open-tags", "open-title-tags", "one-late-close"],
+)
+def test_a_hostile_error_page_is_excerpted_in_linear_time(page: str) -> None:
+    """The excerpt runs inside the event loop on whatever body a server (or a proxy in
+    front of it) sends: 100 kB of unclosed tags took seconds, and a megabyte minutes,
+    while every other call on the loop waited."""
+    started = time.perf_counter()
+    error = error_for_response(
+        502, {}, page.encode(), method="GET", path="/v2/flows/f-1", reason="Bad Gateway"
+    )
+    assert time.perf_counter() - started < 0.5
+    assert isinstance(error, aiodots.ServerError)
+    assert len(excerpt(page)) <= 200
+
+
+def test_a_title_is_still_found_after_a_stray_tag() -> None:
+    page = "<a <b><html><head><TITLE lang=en>502 Bad\nGateway</title></head><p>x</p>"
+    assert excerpt(page) == "502 Bad Gateway"
 
 
 def test_validation_error_is_a_value_error_and_a_dots_error() -> None:
