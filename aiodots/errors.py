@@ -61,11 +61,22 @@ class WebhookVerificationError(DotsError):
     the message never contains the secret."""
 
 
+#: C0 and C1 controls, DEL and the Unicode line breaks: what would end a log line early
+#: or drive a terminal, were a message shown as the server wrote it.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """`text` with each control character written as its escape (a newline as `\\n`):
+    messages carry what a server sent, and end up in logs and terminals."""
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode(), text)
+
+
 class APIConnectionError(DotsError):
     """The call failed without a response from the API (DNS, connect, reset, timeout)."""
 
     def __init__(self, message: str, *, method: str, path: str) -> None:
-        super().__init__(f"{message} ({method} {path})")
+        super().__init__(printable(f"{message} ({method} {path})"))
         self.method = method
         self.path = path
 
@@ -111,9 +122,12 @@ class APIError(DotsError):
         error_code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
+        # The server wrote it (a body's message, a Location, a reason phrase): escaped,
+        # so that logging it cannot forge a line. `body` and `location` keep it as sent.
+        message = printable(message)
         # An HTML error page's title often repeats the status ("502 Bad Gateway").
         shown = message if message.startswith(str(status)) else f"{status} {message}"
-        super().__init__(f"{shown} ({method} {path})")
+        super().__init__(printable(f"{shown} ({method} {path})"))
         self.status = status
         self.message = message
         self.method = method

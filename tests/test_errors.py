@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import aioresponses
@@ -161,6 +162,25 @@ def test_a_hostile_error_page_is_excerpted_in_linear_time(page: str) -> None:
 def test_a_title_is_still_found_after_a_stray_tag() -> None:
     page = "<a <b><html><head><TITLE lang=en>502 Bad\nGateway</title></head><p>x</p>"
     assert excerpt(page) == "502 Bad Gateway"
+
+
+def test_control_characters_a_server_sends_are_escaped_in_the_message() -> None:
+    """The message goes to logs and terminals (the retry's DEBUG line, a CLI's "error:"):
+    a newline from the server must not start a forged log line, nor an escape sequence
+    repaint the terminal. The body keeps what was sent."""
+    sent = "bad\nINFO:aiodots:all clear\r\x1b[2J\x85\u2028end"
+    error = error_for_response(
+        400, {}, json.dumps({"message": sent}).encode(), method="POST", path="/v2/flows"
+    )
+    assert error.message == "bad\\nINFO:aiodots:all clear\\r\\x1b[2J\\x85\\u2028end"
+    assert str(error) == f"400 {error.message} (POST /v2/flows)"
+    assert error.body == {"message": sent}
+    moved = error_for_response(
+        302, {"Location": "https://elsewhere.example/\x1b[2J"}, b"", method="GET",
+        path="/v2/flows", reason="Found\x07",
+    )
+    assert moved.location == "https://elsewhere.example/\x1b[2J"
+    assert not [c for c in str(moved) if not c.isprintable()]
 
 
 def test_validation_error_is_a_value_error_and_a_dots_error() -> None:
