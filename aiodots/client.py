@@ -238,8 +238,23 @@ def _resolve_base_url(base_url: str | None, environment: str) -> str:
                 "or pass base_url"
             )
         chosen = ENVIRONMENTS[environment]
+    # Shown masked: whatever precedes an "@" may be a password (`without_userinfo`).
     if not chosen.startswith(("http://", "https://")):
-        raise ValidationError(f"base_url must start with http:// or https://, not {chosen!r}")
+        raise ValidationError(
+            f"base_url must start with http:// or https://, not {without_userinfo(chosen)!r}"
+        )
+    try:
+        url = URL(chosen)
+        has_userinfo = url.raw_user is not None or url.raw_password is not None
+    except ValueError:
+        has_userinfo = False  # malformed: `_refuse_clear_text` says so
+    if has_userinfo:
+        # aiohttp refuses to send a URL's credentials beside the API key's Basic auth, so
+        # such a URL could never work; kept, it would show its password in the repr.
+        raise ValidationError(
+            "base_url must not carry credentials (pass client_id and api_key instead), "
+            f"not {without_userinfo(chosen)!r}"
+        )
     return chosen.rstrip("/")
 
 
@@ -249,7 +264,9 @@ def _refuse_clear_text(base_url: str, *, proxied: bool = False) -> None:
     try:
         url = URL(base_url)
     except ValueError as exc:
-        raise ValidationError(f"base_url is not a valid URL: {base_url!r} ({exc})") from exc
+        raise ValidationError(
+            f"base_url is not a valid URL: {without_userinfo(base_url)!r} ({exc})"
+        ) from None  # yarl's chain quotes the URL's parts ("invalid literal ... 'pw'")
     if url.scheme != "http":
         return
     if proxied:

@@ -328,3 +328,29 @@ def test_plain_http_through_a_proxy_needs_the_insecure_switch() -> None:
 def test_a_malformed_base_url_is_a_validation_error(url: str) -> None:
     with pytest.raises(aiodots.ValidationError, match="not a valid URL"):
         aiodots.Client(CLIENT_ID, API_KEY, base_url=url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:hunter2@api.dots.dev/api",
+        "https://hunter2@api.dots.dev/api",
+        "https://:hunter2@api.dots.dev/api",
+        "https://user:hunter2#x@api.dots.dev/api",  # a "#" unencoded: no valid URL
+        "user:hunter2@api.dots.dev/api",  # no scheme
+        "http://user:hunter2@127.0.0.1:8080/api",
+    ],
+)
+def test_a_base_url_with_credentials_is_refused_without_repeating_them(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API key goes as Basic auth, which aiohttp will not combine with a URL's own:
+    such a base URL could never work, and the client's repr would show its password."""
+    for given, env in ((url, None), (None, url)):
+        if env is not None:
+            monkeypatch.setenv("DOTS_BASE_URL", env)
+        with pytest.raises(aiodots.ValidationError) as caught:
+            aiodots.Client(CLIENT_ID, API_KEY, base_url=given)
+        told = "".join(traceback.format_exception(caught.value))
+        assert "hunter2" not in told
+        assert "***@" in str(caught.value)
