@@ -89,6 +89,7 @@ def verify(
     except UnicodeEncodeError:  # a lone surrogate: no UTF-8 bytes were signed as it
         raise WebhookVerificationError("the payload is not text UTF-8 can encode") from None
     key = _key_from(secret)
+    _check_tolerance(tolerance)
     found = _lowercased(headers)
     msg_id, raw_timestamp, signatures = (_header(found, names) for names in (
         _ID, _TIMESTAMP, _SIGNATURE))
@@ -148,6 +149,7 @@ def aiohttp_handler(
     delivery into a 400.
     """
     _key_from(secret)
+    _check_tolerance(tolerance)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         await on_event(await verify_request(request, secret, tolerance=tolerance))
@@ -190,6 +192,14 @@ def _lowercased(headers: Mapping[str, str]) -> dict[str, str]:
 def _header(headers: Mapping[str, str], names: tuple[str, str]) -> str:
     svix_name, standard_name = names
     return headers.get(svix_name, headers.get(standard_name, "")) or ""
+
+
+def _check_tolerance(tolerance: float) -> None:
+    # NaN compares false with every timestamp: replay protection would be off, unsaid.
+    if not tolerance >= 0:
+        raise WebhookVerificationError(
+            f"the webhook tolerance must be a number of seconds >= 0, not {tolerance!r}"
+        )
 
 
 def _check_timestamp(raw: str, tolerance: float) -> int:

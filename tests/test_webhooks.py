@@ -214,6 +214,21 @@ def test_the_tolerance_is_configurable() -> None:
         verify(BODY.encode(), headers, SECRET, tolerance=10)
 
 
+@pytest.mark.parametrize("tolerance", [float("nan"), -1.0])
+def test_a_tolerance_that_is_no_number_of_seconds_is_refused(tolerance: float) -> None:
+    """A NaN tolerance compared false with every timestamp, so a delivery signed in
+    1970 verified: replay protection off without a word (a tolerance parsed from a
+    setting, say)."""
+    ancient = signed_headers(at=datetime(1970, 1, 2, tzinfo=UTC))
+    with pytest.raises(WebhookVerificationError, match="tolerance"):
+        verify(BODY.encode(), ancient, SECRET, tolerance=tolerance)
+
+    async def on_event(event: WebhookEvent) -> None: ...
+
+    with pytest.raises(WebhookVerificationError, match="tolerance"):
+        aiodots.webhooks.aiohttp_handler(SECRET, on_event, tolerance=tolerance)
+
+
 def test_our_signer_matches_svix() -> None:
     at = datetime.now(UTC)
     expected = svix.webhooks.Webhook(SECRET).sign(MSG_ID, at, BODY)
