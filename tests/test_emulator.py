@@ -362,3 +362,17 @@ def test_the_standalone_emulator_takes_resets_after_processing() -> None:
     plan = plan_from(parse_args(["--reset-after-rate", "0.1", "--reset-rate", "0.02"]))
     assert plan.reset_after_rate == 0.1
     assert plan.reset_rate == 0.02
+
+
+async def test_truncate_next_waits_for_a_successful_answer_with_a_body(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    # "the next successful requests": an error answer in between is neither cut nor
+    # allowed to use the fault up, or the create the test aims at arrives whole.
+    dots_emulator.truncate_next()
+    status, body, _ = await raw.call("GET", "/v2/flows/nope")
+    assert (status, body) == (404, {"error_code": "not-found", "message": "flow not found"})
+    status, body, _ = await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+    assert status == 200
+    assert isinstance(body, str)  # cut short: not JSON
+    assert dots_emulator.stats.created == 1

@@ -349,7 +349,14 @@ class DotsEmulator:
                 return None
             if after is not None:
                 return _forced_response(after)
-        if faults.take_truncation() and isinstance(response, web.Response) and response.body:
+        # Only a successful answer with a body is cut (and uses the fault up): an error
+        # in between must not spend it, or the create it was meant for arrives whole.
+        if (
+            200 <= response.status < 300
+            and isinstance(response, web.Response)
+            and response.body
+            and faults.take_truncation()
+        ):
             raw = bytes(response.body)  # type: ignore[arg-type]
             return web.Response(
                 status=response.status, body=raw[: len(raw) // 2], content_type="application/json"
