@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 import subprocess
@@ -376,3 +377,16 @@ async def test_truncate_next_waits_for_a_successful_answer_with_a_body(
     assert status == 200
     assert isinstance(body, str)  # cut short: not JSON
     assert dots_emulator.stats.created == 1
+
+
+async def test_an_oversized_body_is_a_counted_json_413(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    big = io.BytesIO(b" " * (1024**2 + 1))  # over the 1 MiB the emulator reads
+    async with raw.session.post(
+        raw.base + "/v2/flows", data=big, headers={"Authorization": raw.auth}
+    ) as response:
+        assert response.status == 413
+        assert (await response.json())["error_code"] == "payload-too-large"
+    stats = dots_emulator.stats
+    assert (stats.requests, stats.by_status, stats.in_flight) == (1, {413: 1}, 0)

@@ -39,6 +39,8 @@ __all__ = ["DotsEmulator", "EmulatorStats", "RecordedRequest"]
 
 DEFAULT_CLIENT_ID = "emulator-client-id"
 DEFAULT_API_KEY = "emulator-api-key"
+#: the largest request body read (aiohttp refuses a larger one while reading it)
+_MAX_BODY = 1024**2
 _HTML_502 = (
     "<html><head><title>502 Bad Gateway</title></head><body>"
     "<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
@@ -46,6 +48,7 @@ _HTML_502 = (
 _REASONS = {
     400: ("invalid-input", "Bad request"),
     409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "Payload too large"),
     401: ("unauthorized", "Invalid credentials"),
     404: ("not-found", "Not found"),
     408: ("request-timeout", "Request timeout"),
@@ -146,7 +149,7 @@ class DotsEmulator:
         self._runner: web.AppRunner | None = None
         #: webhook deliveries: `emulator.webhooks.subscribe(url, secret)`, `.emit(...)`
         self.webhooks = webhooks if webhooks is not None else WebhookSender()
-        self._app = web.Application(middlewares=[self._pipeline], client_max_size=1024**2)
+        self._app = web.Application(middlewares=[self._pipeline], client_max_size=_MAX_BODY)
         self._app.router.add_post("/api/v2/flows", self._create_flow)
         self._app.router.add_get("/api/v2/flows", self._list_flows)
         self._app.router.add_get("/api/v2/flows/{flow_id}", self._get_flow)
@@ -287,7 +290,13 @@ class DotsEmulator:
         route = request.match_info.route.resource
         stats.by_route[f"{request.method} {route.canonical if route else request.path}"] += 1
         try:
-            body = await request.read()
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                # aiohttp's own answer would be text and pass uncounted: answer as every
+                # other error, and count it.
+                stats.by_status[413] += 1
+                return _error(413, f"the body is over {_MAX_BODY} bytes")
             if self.record_bodies:
                 stats.last_requests.append(
                     RecordedRequest(
