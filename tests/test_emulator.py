@@ -390,3 +390,21 @@ async def test_an_oversized_body_is_a_counted_json_413(
         assert (await response.json())["error_code"] == "payload-too-large"
     stats = dots_emulator.stats
     assert (stats.requests, stats.by_status, stats.in_flight) == (1, {413: 1}, 0)
+
+
+async def test_a_repeated_key_gets_the_first_answer_even_after_the_transfer_moved_on(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    _, user, _ = await raw.call("POST", "/v2/users", {
+        "first_name": "Ada", "last_name": "L", "email": "ada@example.com",
+        "country_code": "1", "phone_number": "4155550100",
+    })
+    body = {"user_id": user["id"], "amount": 500, "platform": "paypal",
+            "idempotency_key": "6f1c0a4e-3b7d-4c51-9a8e-2d4b5f6a7c80"}
+    status, first, _ = await raw.call("POST", "/v2/payouts", body)
+    assert (status, first["status"]) == (201, "pending")
+    dots_emulator.set_transfer_status(first["id"], "completed")
+    status, again, _ = await raw.call("POST", "/v2/payouts", body)
+    assert (status, again) == (201, first)
+    _, now, _ = await raw.call("GET", f"/v2/transfers/{first['id']}")
+    assert now["status"] == "completed"

@@ -74,8 +74,10 @@ class ApiState:
         self.users: dict[str, dict[str, Any]] = {}
         self.transfers: dict[str, dict[str, Any]] = {}
         self.payout_links: dict[str, dict[str, Any]] = {}
-        #: idempotency key -> (operation, status, body) of the first answer
-        self.keys: dict[str, tuple[str, int, Any]] = {}
+        #: idempotency key -> (operation, status, JSON text) of the first answer: the
+        #: text, not the object, which changes later (a payout settles) while a replay
+        #: must be that first answer
+        self.keys: dict[str, tuple[str, int, str]] = {}
         #: called with (kind, object) when a stored object changes: the webhook sender
         #: listens here (`transfer.pending`, `user.created`, ...)
         self.on_change: list[Callable[[str, dict[str, Any]], None]] = []
@@ -129,7 +131,7 @@ class ApiState:
             return self._error(400, str(exc))
         if 200 <= status < 300:
             if key is not None:
-                self.keys[key] = (op.key, status, answer)
+                self.keys[key] = (op.key, status, json.dumps(answer))
             resource = _RESOURCE_OF_CREATE.get(op.key)
             if resource is not None:
                 self._stats().created_by_resource[resource] += 1
@@ -158,13 +160,13 @@ class ApiState:
             raise InvalidInput("the body is not valid JSON") from None
 
     def _repeated_key(
-        self, op: OperationSpec, key: str, first: tuple[str, int, Any]
+        self, op: OperationSpec, key: str, first: tuple[str, int, str]
     ) -> web.Response:
         first_op, status, answer = first
         if first_op != op.key:
             return self._error(409, f"idempotency key {key} was used for another operation")
         if self.idempotency == "replay" or op.key in _ALWAYS_REPLAY:
-            return web.json_response(answer, status=status)
+            return web.json_response(text=answer, status=status)
         return self._error(
             409, f"an object with idempotency key {key} already exists: idempotency keys "
             "cannot be reused", code="idempotency-key-reused",
