@@ -408,3 +408,14 @@ async def test_a_repeated_key_gets_the_first_answer_even_after_the_transfer_move
     assert (status, again) == (201, first)
     _, now, _ = await raw.call("GET", f"/v2/transfers/{first['id']}")
     assert now["status"] == "completed"
+
+
+def test_the_standalone_emulator_takes_both_idempotency_readings_and_failures_after() -> None:
+    from aiodots.testing.__main__ import emulator_from, parse_args
+
+    assert emulator_from(parse_args([])).api.idempotency == "replay"
+    args = parse_args(["--idempotency", "reject", "--fail-after-rate", "0.1",
+                       "--fail-after-status", "504"])
+    emulator = emulator_from(args)
+    assert emulator.api.idempotency == "reject"
+    assert (emulator.faults.fail_after_rate, emulator.faults.fail_after_status) == (0.1, 504)

@@ -39,6 +39,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reset-after-rate", type=float, default=0.0,
         help="share of creates processed, then reset before the answer",
     )
+    parser.add_argument(
+        "--fail-after-rate", type=float, default=0.0,
+        help="share of creates processed, then answered --fail-after-status",
+    )
+    parser.add_argument("--fail-after-status", type=int, default=502)
+    # Dots' documents disagree on a reused key; a suite run against this server must be
+    # able to meet either reading, as one using DotsEmulator(idempotency=...) can.
+    parser.add_argument(
+        "--idempotency", choices=["replay", "reject"], default="replay",
+        help="a repeated idempotency_key gets the first answer again, or a 409",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument(
         "--no-record", action="store_true", help="do not keep the last request bodies"
@@ -61,15 +72,22 @@ def plan_from(args: argparse.Namespace) -> FaultPlan:
         error_status=args.error_status,
         reset_rate=args.reset_rate,
         reset_after_rate=args.reset_after_rate,
+        fail_after_rate=args.fail_after_rate,
+        fail_after_status=args.fail_after_status,
         seed=args.seed,
     )
 
 
-async def serve(args: argparse.Namespace) -> None:
-    emulator = DotsEmulator(
+def emulator_from(args: argparse.Namespace) -> DotsEmulator:
+    return DotsEmulator(
         host=args.host, port=args.port, faults=plan_from(args),
         client_id=args.client_id, api_key=args.api_key, record_bodies=not args.no_record,
+        idempotency=args.idempotency,
     )
+
+
+async def serve(args: argparse.Namespace) -> None:
+    emulator = emulator_from(args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
