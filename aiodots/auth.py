@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 
-__all__ = ["Redacted", "basic_auth_header", "without_userinfo"]
+from yarl import URL
+
+__all__ = ["Redacted", "basic_auth_header", "proxy_parts", "without_userinfo"]
 
 
 class Redacted(str):
@@ -27,3 +29,15 @@ def without_userinfo(url: str) -> str:
     may be a password however the rest is mistyped ("user:pw@host:3128" reads as the
     scheme "user", and an unencoded "#" or "?" in a password splits it elsewhere)."""
     return "***@" + url.rpartition("@")[2] if "@" in url else url
+
+
+def proxy_parts(proxy: str) -> tuple[str, dict[str, str] | None]:
+    """A proxy URL without its credentials, and the `Proxy-Authorization` header that
+    carries them (None when it has none). aiohttp keeps the proxy URL it is given in
+    its own frames' locals, which tracebacks that show locals print (pytest
+    --showlocals, rich, Sentry); the header's value is `Redacted` there."""
+    url = URL(proxy)
+    if url.user is None and url.password is None:
+        return proxy, None
+    header = basic_auth_header(url.user or "", url.password or "")
+    return str(url.with_user(None)), {"Proxy-Authorization": header}

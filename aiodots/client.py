@@ -155,9 +155,15 @@ class Client:
         self.retry_budget = (
             RetryBudget() if retry_budget is True else (retry_budget or None)
         )
+        authorization = basic_auth_header(client_id, api_key)
+        # aiohttp applies a session's headers to a proxy's too, and sends an Authorization
+        # among them to the proxy as its Proxy-Authorization: behind a proxy, the API key
+        # goes with each request instead (inside the tunnel), at a cost of 9k
+        # instructions per request that only proxied clients pay.
+        session_authorization = None if proxy is not None else authorization
         self._sessions = SessionManager(
             limits=limits, timeout=timeout, trace_configs=trace_configs, ssl=ssl, proxy=proxy,
-            headers=default_headers(basic_auth_header(client_id, api_key)),
+            headers=default_headers(session_authorization),
         )
         self._transport = Transport(
             base_url=self.base_url,
@@ -168,6 +174,8 @@ class Client:
             budget=self.retry_budget,
             stats=self.stats,
             sleep=sleep,
+            call_headers=None if proxy is None else {"Authorization": authorization},
+            proxy_headers=self._sessions.proxy_headers,
         )
         # One attribute per API resource, named after its path (DESIGN.md).
         shared = (self._transport, lambda: self.stats.retries)

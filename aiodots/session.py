@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import aiohttp
 import attrs
 
+from .auth import proxy_parts
 from .errors import ClientClosedError
 from .running_loop import running_loop
 
@@ -57,9 +58,13 @@ class SessionManager:
         self._timeout = attempt_timeout(timeout)
         self._trace_configs = list(trace_configs)
         # Every request goes through it: a CONNECT tunnel to an https:// API, so that the
-        # proxy sees the host name and never the credentials (its own, in the URL, go in
-        # Proxy-Authorization).
-        self._proxy = proxy
+        # proxy sees the host name and never the credentials. Its own credentials go in
+        # `proxy_headers`, which each request carries (`Transport`), not in the URL.
+        self._proxy: str | None = None
+        #: the proxy's credentials as a Proxy-Authorization header (`auth.proxy_parts`)
+        self.proxy_headers: dict[str, str] | None = None
+        if proxy is not None:
+            self._proxy, self.proxy_headers = proxy_parts(proxy)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False

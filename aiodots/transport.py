@@ -148,9 +148,11 @@ def connection_failure(
     return failure
 
 
-def default_headers(authorization: str) -> dict[str, str]:
-    """The headers every request carries, set once on the session."""
-    return {"Authorization": authorization, "User-Agent": USER_AGENT, "Accept": "application/json"}
+def default_headers(authorization: str | None) -> dict[str, str]:
+    """The headers every request carries, set once on the session; the Authorization
+    only when given (not with a proxy: see `Client`)."""
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    return headers if authorization is None else {"Authorization": authorization, **headers}
 
 
 @attrs.frozen(kw_only=True)
@@ -239,6 +241,8 @@ class Transport:
         budget: RetryBudget | None,
         stats: ClientStats,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        call_headers: Mapping[str, str] | None = None,
+        proxy_headers: Mapping[str, str] | None = None,
     ) -> None:
         # Paths are appended as text: joining "/v2/flows" onto ".../api" with URL
         # semantics would drop the "/api" base path.
@@ -257,6 +261,8 @@ class Transport:
         self._budget = budget
         self._stats = stats
         self._sleep = sleep
+        #: the proxy's own credentials (`auth.proxy_parts`), sent with each request to it
+        self._proxy_headers = proxy_headers
         # Calls waiting to be sent (held by the limiter, or sleeping before a retry), and
         # those of them that `close` cancelled: a closed client ends them at once, not
         # after a pause of up to `max_retry_after` for a request it can never send.
@@ -268,7 +274,12 @@ class Transport:
         # request measured 9k instructions more than the same three on the session
         # (callgrind, a GET): aiohttp merges per-request headers in Python, header by header.
         # A call without a body so sends none of its own; one with a body, its type.
-        self._headers_body: Mapping[str, str] = CIMultiDict({"Content-Type": "application/json"})
+        # `call_headers` are what every request must carry itself instead: the
+        # Authorization, when a proxy is in use (see `Client`).
+        self._headers_plain = CIMultiDict(call_headers) if call_headers else None
+        self._headers_body: Mapping[str, str] = CIMultiDict(
+            {"Content-Type": "application/json", **(call_headers or {})}
+        )
 
     @property
     def policy(self) -> RetryPolicy:
@@ -334,7 +345,7 @@ class Transport:
             data = None if body is None else _json.dumps(body)
         except TypeError:
             data = _encode_odd_body(body)
-        headers = None if data is None and stream is None else self._headers_body
+        headers = self._headers_plain if data is None and stream is None else self._headers_body
         if options is not None and options.headers:
             headers = {**(headers or {}), **options.headers}
         url: str | URL = self._base_url + path
@@ -504,13 +515,14 @@ class Transport:
             # aiohttp's defaults are left out: each keyword is matched against the ~30
             # of `ClientSession._request`, twice (5 of them measured 1.5k instructions).
             if data is None and headers is None and request.params is None and (
-                timeout is self._timeout
+                timeout is self._timeout and self._proxy_headers is None
             ):
                 sent = session.request(request.method, request.url, allow_redirects=False)
             else:
                 sent = session.request(
                     request.method, request.url, data=data, params=request.params,
-                    headers=headers, timeout=timeout, allow_redirects=False,
+                    headers=headers, timeout=timeout, proxy_headers=self._proxy_headers,
+                    allow_redirects=False,
                 )
             try:
                 async with sent as response:

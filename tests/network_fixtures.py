@@ -46,8 +46,10 @@ class ConnectProxy:
     credentials, answers 407 to others, and records what it was asked and every byte it
     relayed."""
 
-    def __init__(self, credentials: str, answer: bytes | None = None) -> None:
-        self.expected = basic(credentials)
+    def __init__(self, credentials: str | None, answer: bytes | None = None) -> None:
+        # None: a proxy that lets anyone through (one that trusts the address it is
+        # reached from, say) and so expects no Proxy-Authorization at all.
+        self.expected = None if credentials is None else basic(credentials)
         self.answer = answer  # given: what it says to every CONNECT, instead of a tunnel
         self.asked: list[tuple[str, str, str | None]] = []
         self.relayed = bytearray()
