@@ -4,7 +4,9 @@ Used by `aiodots flows bulk` and `aiodots demo`; needs nothing beyond the core l
 
 - Input: CSV (columns `user_id`, `steps` separated by `;`, `metadata` as JSON or plain
   text, `require_auth`, `hide_go_to_dashboard_on_complete`) or JSON Lines with the same
-  keys. Rows are numbered from 1 in input order. Other CSV columns are ignored.
+  keys. Rows are numbered from 1 in input order. Other CSV columns are ignored; a header
+  that names a column twice is refused, and a row with more cells than the header is
+  that row's error (which cell was meant is anyone's guess).
 - Output: per row `{"row": N, "ok": true, "flow": {...}}` or `{"row": N, "ok": false,
   "error": {"type": ..., "status": ..., "message": ...}}`, flushed as each row finishes.
 - Resume: rows already recorded ok in the output are skipped; the rest are sent again and
@@ -182,7 +184,7 @@ def read_cells(
     )
     try:
         if fmt == "csv":
-            yield from enumerate(csv.DictReader(handle), start=1)
+            yield from _csv_cells(csv.DictReader(handle))
             return
         number = 0
         for line in handle:
@@ -196,6 +198,27 @@ def read_cells(
     finally:
         if handle is not stdin and handle is not sys.stdin:
             handle.close()
+
+
+def _csv_cells(
+    reader: csv.DictReader[str],
+) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    # DictReader keeps the last of two columns of one name, and puts cells beyond the
+    # header under None, both silently: a second `amount` column, or "1,000" unquoted
+    # (amount 1, "000" dropped), paid an amount nobody wrote in that column.
+    names = [name for name in reader.fieldnames or () if name]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValidationError(f"the header names the column {name!r} twice")
+    for number, cells in enumerate(reader, start=1):
+        extra = cells.pop(None, None)
+        if extra and any(cell.strip() for cell in extra):
+            yield number, RowError(
+                f"more cells than the header has columns ({len(names)}): a comma in a"
+                " number or text that is not in quotes?"
+            )
+        else:
+            yield number, cells
 
 
 def fields_of_rows(

@@ -285,3 +285,21 @@ async def test_the_cli_refuses_to_resume_an_edited_file_as_a_usage_error(
     assert "another batch" in err
     assert "Traceback" not in err
     assert dots_emulator.stats.created_by_resource["payouts"] == 1
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
+    # Which `amount` was paid? The last one, silently: 10 cents, not 1000.
+    source = tmp_path / "pay.csv"
+    source.write_text("user_id,amount,platform,amount\nu,1000,paypal,10\n")
+    with pytest.raises(aiodots.ValidationError, match="'amount' twice"):
+        list(read_payout_rows(str(source)))
+
+
+def test_a_row_with_more_cells_than_the_header_is_that_rows_error(tmp_path: Path) -> None:
+    # An unquoted "1,000" made amount 1 and the "000" was dropped: 1 cent paid, exit 0.
+    source = tmp_path / "pay.csv"
+    source.write_text("user_id,platform,amount\nu,paypal,1,000\nv,paypal,5,,\n")
+    rows = list(read_payout_rows(str(source)))
+    assert isinstance(rows[0][1], RowError)
+    assert "more cells than the header" in str(rows[0][1])
+    assert rows[1][1]["amount"] == 5  # type: ignore[index]  # empty cells past it are harmless
