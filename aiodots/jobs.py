@@ -255,8 +255,13 @@ def count_rows(path: str) -> int | None:
     return sum(1 for _ in read_cells(path))
 
 
-def recorded_ok(output: Path) -> set[int]:
-    """Rows an earlier run recorded as ok. A line cut short by a crash is ignored."""
+def recorded_ok(output: Path, results: tuple[str, ...] = ("flow",)) -> set[int]:
+    """Rows an earlier run recorded as ok. A line cut short by a crash is ignored.
+
+    `results`: the keys this kind of job records its result under. An ok line with none
+    of them is another kind of job's (a flow in a payouts output): a ValidationError,
+    since skipping its row would leave that row undone with the run saying it is done.
+    """
     done: set[int] = set()
     if not output.exists():
         return done
@@ -269,6 +274,12 @@ def recorded_ok(output: Path) -> set[int]:
             if isinstance(record, dict) and record.get("ok") is True:
                 row = record.get("row")
                 if isinstance(row, int):
+                    if not any(key in record for key in results):
+                        raise ValidationError(
+                            f"{str(output)!r} was written by another kind of job: its row"
+                            f" {row} holds no {' or '.join(results)}. Give this job its"
+                            " own output."
+                        )
                     done.add(row)
     return done
 

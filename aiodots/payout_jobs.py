@@ -199,7 +199,7 @@ async def run_payout_job(
     """
     check_same_batch(output, identity)
     progress = JobProgress(total=total)
-    already_ok = recorded_ok(output)
+    already_ok = recorded_ok(output, results=("payout", "payout_link"))
     row_of: dict[int, tuple[int, str]] = {}
 
     async def send(request: PayoutRequest) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import aiodots
-from aiodots.jobs import RowError
+from aiodots.jobs import RowError, read_rows, run_job
 from aiodots.payout_jobs import (
     batch_identity,
     payout_request,
@@ -285,6 +285,36 @@ async def test_the_cli_refuses_to_resume_an_edited_file_as_a_usage_error(
     assert "another batch" in err
     assert "Traceback" not in err
     assert dots_emulator.stats.created_by_resource["payouts"] == 1
+
+
+async def test_an_output_of_the_other_kind_of_job_is_not_resumed(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    # A payouts run pointed at a flows job's output (or the reverse) took every row that
+    # output recorded ok as paid: nobody was paid, and the run said "3 already ok" and
+    # exited 0. Refused before anything is sent, as an output of another batch is.
+    users = await make_users(dots_emulator, 3)
+    flows_in, pay_in = tmp_path / "people.csv", tmp_path / "pay.csv"
+    flows_in.write_text("user_id,steps\n" + "".join(f"{u},payout\n" for u in users))
+    pay_in.write_text(payout_csv(*((u, "100") for u in users)))
+    flows_out, pay_out = tmp_path / "flows.jsonl", tmp_path / "paid.jsonl"
+    async with aiodots.Client(**dots_emulator.credentials, base_url=dots_emulator.base_url) as dots:
+        assert (await run_job(dots, read_rows(str(flows_in)), flows_out)).ok == 3
+        paid = await run_payout_job(
+            dots, read_payout_rows(str(pay_in)), pay_out, identity=batch_identity(str(pay_in))
+        )
+        assert paid.ok == 3
+        before = (flows_out.read_text(), pay_out.read_text())
+        with pytest.raises(aiodots.ValidationError, match="another kind of job"):
+            await run_payout_job(
+                dots, read_payout_rows(str(pay_in)), flows_out,
+                identity=batch_identity(str(pay_in)),
+            )
+        with pytest.raises(aiodots.ValidationError, match="another kind of job"):
+            await run_job(dots, read_rows(str(flows_in)), pay_out)
+        assert (flows_out.read_text(), pay_out.read_text()) == before
+    assert dots_emulator.stats.created_by_resource["flows"] == 3
+    assert dots_emulator.stats.created_by_resource["payouts"] == 3
 
 
 def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
