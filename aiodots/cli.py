@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import json
 import math
 import signal
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     from .contrib.redis import RedisRateLimiter
 
 DEMO_PASSES = 5  # resets may strike a resumed pass too
+#: Reading an input can fail with these besides OSError (counting its rows reads it all
+#: before anything is sent): bytes that are not UTF-8, a cell past the csv module's limit.
+UNREADABLE = (UnicodeDecodeError, csv.Error)
 PLAIN_PROGRESS_EVERY = 2.0  # seconds between progress lines when not on a terminal
 
 
@@ -378,6 +382,8 @@ def flows_bulk(
         rows = read_rows(input_path)
     except (DotsError, OSError) as exc:
         raise click.UsageError(str(exc)) from exc
+    except UNREADABLE as exc:
+        raise click.UsageError(f"cannot read {input_path!r}: {exc}") from exc
 
     async def job(
         dots: Client, bar: Callable[[JobProgress], None], stop: asyncio.Event
@@ -651,6 +657,8 @@ def payouts_bulk(
         rows = read_payout_rows(input_path)
     except (DotsError, OSError) as exc:
         raise click.UsageError(str(exc)) from exc
+    except UNREADABLE as exc:
+        raise click.UsageError(f"cannot read {input_path!r}: {exc}") from exc
 
     async def job(
         dots: Client, bar: Callable[[JobProgress], None], stop: asyncio.Event

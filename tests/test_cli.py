@@ -329,3 +329,27 @@ async def test_a_bad_argument_is_a_usage_error_before_anything_runs(
     assert "s3cr" not in err + out
     assert dots_emulator.stats.requests == 0
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "content", "says"),
+    [
+        ("flows", b"user_id,steps,metadata\n,payout,caf\xe9\n", "cannot read"),
+        ("payouts", b"user_id,amount,memo\nu,5,caf\xe9\n", "cannot read"),
+        ("flows", b"steps,metadata\npayout," + b"x" * 200_000 + b"\n", "field larger"),
+    ],
+    ids=["flows-latin-1", "payouts-latin-1", "flows-long-cell"],
+)
+async def test_an_input_that_cannot_be_read_is_a_usage_error_before_anything_is_sent(
+    dots_emulator: DotsEmulator, tmp_path: Path, command: str, content: bytes, says: str
+) -> None:
+    """A file saved as Latin-1, or a cell past the csv module's limit, ended in a traceback."""
+    source = tmp_path / "in.csv"
+    source.write_bytes(content)
+    code, _, err = await run_cli(
+        dots_emulator, command, "bulk", str(source), "-o", str(tmp_path / "out.jsonl")
+    )
+    assert code == 2
+    assert says in err
+    assert "Traceback" not in err
+    assert dots_emulator.stats.requests == 0
