@@ -36,6 +36,7 @@ from .converter import converter
 from .errors import DotsError, ValidationError
 from .jobs import (
     JobProgress,
+    check_same_input,
     count_rows,
     parse_metadata,
     read_rows,
@@ -380,6 +381,8 @@ def flows_bulk(
     try:
         total = count_rows(input_path)
         rows = read_rows(input_path)
+        if input_path != "-":
+            check_same_input(output, read_rows(input_path))
     except (DotsError, OSError) as exc:
         raise click.UsageError(str(exc)) from exc
     except UNREADABLE as exc:

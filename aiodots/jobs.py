@@ -10,7 +10,9 @@ Used by `aiodots flows bulk` and `aiodots demo`; needs nothing beyond the core l
 - Output: per row `{"row": N, "ok": true, "flow": {...}}` or `{"row": N, "ok": false,
   "error": {"type": ..., "status": ..., "message": ...}}`, flushed as each row finishes.
 - Resume: rows already recorded ok in the output are skipped; the rest are sent again and
-  their lines appended. The last line of a row is its outcome.
+  their lines appended. The last line of a row is its outcome. An ok line records a
+  digest of its row (`"input"`): an output is not resumed with an input whose rows
+  recorded ok read otherwise (`check_same_input`). Rows not yet ok may be edited.
 - Reconciliation (on by default; see the flows section below): each row's create carries
   the row's call id, `<job id>:<row>`, so a create whose answer was lost is found rather
   than failed, and a resume after a hard kill first finds the rows an earlier run created
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import json
 import sys
 import time
@@ -44,8 +47,10 @@ __all__ = [
     "JobRecord",
     "LookupFailed",
     "RowError",
+    "check_same_input",
     "count_rows",
     "find_rows_created",
+    "input_digest",
     "read_rows",
     "recorded_job",
     "recorded_ok",
@@ -255,14 +260,17 @@ def count_rows(path: str) -> int | None:
     return sum(1 for _ in read_cells(path))
 
 
-def recorded_ok(output: Path, results: tuple[str, ...] = ("flow",)) -> set[int]:
-    """Rows an earlier run recorded as ok. A line cut short by a crash is ignored.
+def recorded_ok(
+    output: Path, results: tuple[str, ...] = ("flow",)
+) -> dict[int, str | None]:
+    """Rows an earlier run recorded as ok, with the digest of each row's input where its
+    line has one (`input_digest`). A line cut short by a crash is ignored.
 
     `results`: the keys this kind of job records its result under. An ok line with none
     of them is another kind of job's (a flow in a payouts output): a ValidationError,
     since skipping its row would leave that row undone with the run saying it is done.
     """
-    done: set[int] = set()
+    done: dict[int, str | None] = {}
     if not output.exists():
         return done
     with output.open(encoding="utf-8") as lines:
@@ -280,8 +288,44 @@ def recorded_ok(output: Path, results: tuple[str, ...] = ("flow",)) -> set[int]:
                             f" {row} holds no {' or '.join(results)}. Give this job its"
                             " own output."
                         )
-                    done.add(row)
+                    digest = record.get("input")
+                    done[row] = digest if isinstance(digest, str) else done.get(row)
     return done
+
+
+def input_digest(fields: dict[str, Any]) -> str:
+    """A short digest of a row as read, recorded with its outcome: what a resume
+    compares the row it reads now with."""
+    text = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def differs(
+    output: Path, done: dict[int, str | None], number: int, fields: dict[str, Any] | RowError
+) -> ValidationError | None:
+    """The error for a row recorded ok from other contents than `fields`, else None."""
+    recorded = done.get(number)
+    if recorded is None or isinstance(fields, RowError) or recorded == input_digest(fields):
+        return None
+    return ValidationError(
+        f"{str(output)!r} was written for another input: its row {number} was done from"
+        " other contents. Resumed with this input, rows it never sent would be skipped as"
+        " done. Give this input its own output (rows not yet ok may be fixed and resumed)."
+    )
+
+
+def check_same_input(
+    output: Path, rows: Iterator[tuple[int, dict[str, Any] | RowError]]
+) -> None:
+    """Read `rows` (a file's, before anything is sent) against the rows `output`
+    recorded ok: a ValidationError at the first that reads otherwise."""
+    done = recorded_ok(output)
+    if not any(done.values()):
+        return
+    for number, fields in rows:
+        error = differs(output, done, number, fields)
+        if error is not None:
+            raise error
 
 
 def error_record(error: BaseException) -> dict[str, Any]:
@@ -474,7 +518,7 @@ async def run_job(
     """
     progress = JobProgress(total=total)
     already_ok = recorded_ok(output)
-    row_of: dict[int, int] = {}
+    row_of: dict[int, tuple[int, str | None]] = {}
     settings = Reconcile(max_attempts=BULK_SENDS) if reconcile is True else Reconcile.of(reconcile)
     outcomes = _RowOutcomes(progress)
     if settings is not None:
@@ -488,7 +532,7 @@ async def run_job(
         if settings is not None:
             # Recorded before anything is sent, so a resume knows what to look for.
             write({"job": {"id": job_id, "started": datetime.now(UTC).isoformat()}})
-        every_row_ok = total is not None and already_ok.issuperset(range(1, total + 1))
+        every_row_ok = total is not None and already_ok.keys() >= set(range(1, total + 1))
         if settings is not None and earlier_job is not None and not every_row_ok:
             found, pages = await find_rows_created(client, earlier_job, settings)
             progress.lookup_requests += pages
@@ -508,6 +552,11 @@ async def run_job(
                     progress.interrupted = True
                     return
                 if number in already_ok:
+                    # From standard input this is the only check (a file is read whole
+                    # first, `check_same_input`): the rows in flight finish, then it ends.
+                    changed = differs(output, already_ok, number, fields)
+                    if changed is not None:
+                        raise changed
                     progress.skipped += 1
                     continue
                 if number in found_rows:
@@ -515,6 +564,7 @@ async def run_job(
                 try:
                     if isinstance(fields, RowError):
                         raise fields
+                    digest = input_digest(fields)  # the row as read, before --steps
                     if "steps" not in fields and default_steps:
                         fields = {**fields, "steps": default_steps}
                     request = CreateFlow.coerce(fields)
@@ -525,18 +575,18 @@ async def run_job(
                     progress.failed += 1
                     report()
                     continue
-                row_of[index] = number
+                row_of[index] = (number, digest)
                 index += 1
                 yield request
 
         async for item in client.flows.create_many(
             requests(), concurrency=concurrency, reconcile=settings or False
         ):
-            number = row_of.pop(item.index)
+            number, digest = row_of.pop(item.index)
             how = outcomes.finished(call_id_of(getattr(item.request, "metadata", None)), item.ok)
             if item.ok:
                 flow = converter.unstructure(item.result)
-                record = {"row": number, "ok": True, "flow": flow}
+                record = {"row": number, "ok": True, "flow": flow, "input": digest}
                 if how is not None:
                     record["reconciled"] = how
                 write(record)

@@ -353,3 +353,52 @@ async def test_an_input_that_cannot_be_read_is_a_usage_error_before_anything_is_
     assert says in err
     assert "Traceback" not in err
     assert dots_emulator.stats.requests == 0
+
+
+@pytest.mark.slow
+async def test_an_output_is_not_resumed_with_another_input(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    # Rows are recorded by number: resumed with another file, the output's ok rows would
+    # be skipped as done though this file's rows were never sent (and a resume's
+    # look-up would file flows made for other rows under them). Refused, nothing sent.
+    output = tmp_path / "out.jsonl"
+    first = tmp_path / "march.csv"
+    first.write_text("user_id,steps\n" + "".join(f"{uuid.uuid4()},payout\n" for _ in range(3)))
+    code, _, err = await run_cli(dots_emulator, "flows", "bulk", str(first), "-o", str(output))
+    assert code == 0, err
+    served = dots_emulator.stats.requests
+    april = [str(uuid.uuid4()) for _ in range(4)]
+    second = tmp_path / "april.csv"
+    second.write_text("user_id,steps\n" + "".join(f"{user},payout\n" for user in april))
+    code, _, err = await run_cli(dots_emulator, "flows", "bulk", str(second), "-o", str(output))
+    assert code == 2
+    assert "another input" in err
+    assert "row 1" in err
+    assert dots_emulator.stats.requests == served
+    # From standard input the check is made as rows are read: it stops there.
+    jsonl = "".join(json.dumps({"user_id": user, "steps": ["payout"]}) + "\n" for user in april)
+    code, _, err = await run_cli(
+        dots_emulator, "flows", "bulk", "-", "-o", str(output), stdin=jsonl.encode()
+    )
+    assert code == 2, err
+    assert "another input" in err
+    assert dots_emulator.stats.created == 3
+
+
+@pytest.mark.slow
+async def test_a_row_that_failed_may_be_fixed_and_resumed(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    users = [str(uuid.uuid4()) for _ in range(3)]
+    source = tmp_path / "people.csv"
+    source.write_text(f"user_id,steps\n{users[0]},payout\n{users[1]},payout\n{users[2]},bogus\n")
+    output = tmp_path / "out.jsonl"
+    code, _, _ = await run_cli(dots_emulator, "flows", "bulk", str(source), "-o", str(output))
+    assert code == 1
+    source.write_text(f"user_id,steps\n{users[0]},payout\n{users[1]},payout\n{users[2]},payout\n")
+    code, _, err = await run_cli(dots_emulator, "flows", "bulk", str(source), "-o", str(output))
+    assert code == 0, err
+    assert "1 ok" in err
+    assert "2 already ok" in err
+    assert dots_emulator.stats.created == 3
