@@ -183,6 +183,23 @@ def test_a_null_the_document_allows_validates_and_a_wrong_type_is_refused() -> N
         spec.check_response(op, user)
 
 
+async def test_every_answer_announces_the_limit_a_cut_one_and_an_unknown_route_too(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    dots_emulator.set_faults(
+        FaultPlan(rate_limit=ServerRateLimit(rate=1000, burst=100, headers="x-ratelimit"))
+    )
+    dots_emulator.truncate_next(1)
+    answers = [
+        await raw.call("POST", "/v2/flows", {"steps": ["payout"]}),  # cut short
+        await raw.call("GET", "/v2/no-such-thing"),
+        await raw.call("DELETE", "/v2/flows"),
+    ]
+    assert [status for status, _, _ in answers] == [200, 404, 405]
+    for _, _, headers in answers:
+        assert headers.get("X-RateLimit-Limit") == "1000", headers
+
+
 async def test_fail_next_answers_the_status_without_processing(
     raw: Raw, dots_emulator: DotsEmulator
 ) -> None:

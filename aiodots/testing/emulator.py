@@ -345,9 +345,9 @@ class DotsEmulator:
         try:
             response: web.StreamResponse = await handler(request)
         except web.HTTPNotFound:
-            return _error(404, f"no route for {request.method} {request.path}")
+            response = _error(404, f"no route for {request.method} {request.path}")
         except web.HTTPMethodNotAllowed:
-            return _error(405, f"{request.method} is not allowed on {request.path}")
+            response = _error(405, f"{request.method} is not allowed on {request.path}")
         response.headers.update(limit_headers)  # the server's announced limit, if any
         if 200 <= response.status < 300:  # faults after processing: see faults.py
             after = faults.take_after_processing(request.method)
@@ -368,7 +368,8 @@ class DotsEmulator:
         ):
             raw = bytes(response.body)  # type: ignore[arg-type]
             return web.Response(
-                status=response.status, body=raw[: len(raw) // 2], content_type="application/json"
+                status=response.status, body=raw[: len(raw) // 2],
+                content_type="application/json", headers=limit_headers,
             )
         return response
 
