@@ -34,3 +34,16 @@ def test_the_demos_extra_brings_what_the_embedded_emulator_imports() -> None:
     testing = " ".join(extras["testing"])
     for needed in ("jsonschema", "pyyaml", "rfc3339-validator"):
         assert needed in testing
+
+
+def test_the_sdist_carries_every_file_the_tests_read_from_the_checkout() -> None:
+    # The suite run from an unpacked sdist: test_project reads .ci/run, and
+    # test_resources regenerates docs/operations.md and compares it with the file.
+    import tomllib
+
+    sdist = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    include = sdist["targets"]["sdist"]["include"]
+    for needed in (".ci/run", "docs/operations.md", "README.md", "tests/conftest.py"):
+        assert any(needed == entry or needed.startswith(f"{entry}/") for entry in include), (
+            f"{needed} is read by the tests but left out of the sdist"
+        )
