@@ -47,3 +47,19 @@ def test_the_sdist_carries_every_file_the_tests_read_from_the_checkout() -> None
         assert any(needed == entry or needed.startswith(f"{entry}/") for entry in include), (
             f"{needed} is read by the tests but left out of the sdist"
         )
+
+
+def test_the_test_extras_pytest_asyncio_knows_the_options_pytest_is_given() -> None:
+    # pytest-asyncio 0.24 added asyncio_default_fixture_loop_scope; older ones leave it an
+    # unknown option, whose warning filterwarnings=error turns into an INTERNALERROR.
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    options = pyproject["tool"]["pytest"]["ini_options"]
+    (floor,) = [
+        req.removeprefix("pytest-asyncio>=")
+        for req in pyproject["project"]["optional-dependencies"]["test"]
+        if req.startswith("pytest-asyncio")
+    ]
+    if "asyncio_default_fixture_loop_scope" in options:
+        assert tuple(int(part) for part in floor.split(".")) >= (0, 24)
