@@ -3,6 +3,7 @@ plugin aiodots ships (`aiodots.testing.plugin`), exactly as a user's suite gets 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,6 +22,9 @@ CLIENT_ID = "client-id-123"
 API_KEY = "sk_live_SECRET_never_show_me"
 
 
+_TAKES_STREAM_WRITER = "stream_writer" in inspect.signature(ClientResponse.__init__).parameters
+
+
 class _ResponseWithStreamWriter(ClientResponse):
     """aioresponses 0.7.9 builds `ClientResponse` without the `stream_writer` argument
     that aiohttp 3.14 made required (pnuckowski/aioresponses#289, open). The response is
@@ -34,7 +38,8 @@ class _ResponseWithStreamWriter(ClientResponse):
         output_size = 0
 
     def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", self._SentWriter())
+        if _TAKES_STREAM_WRITER:  # not before 3.14: the floor, 3.11, refuses the argument
+            kwargs.setdefault("stream_writer", self._SentWriter())
         super().__init__(method, url, **kwargs)
 
 
