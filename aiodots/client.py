@@ -66,7 +66,9 @@ class Client:
       exceed; with None the client runs unthrottled until a 429, then adapts.
       `adaptive=False` turns adaptation off. `rate_limiter` plugs in another limiter
       (one shared across processes, say) instead.
-    - `max_connections`: the connection pool size, and so the most requests in flight.
+    - `max_connections`: the connection pool size, and so the most requests in flight;
+      `limits` sets it with the pool's other limits (`Limits`: how long an idle
+      connection is kept, how long DNS answers are cached).
     - `ssl`: an `ssl.SSLContext` for the API's TLS (a corporate CA, say); verification
       stays on either way. A plain `http://` base URL is refused for any host but this
       machine's loopback (Basic auth would travel in clear text) unless
@@ -88,6 +90,7 @@ class Client:
         deadline: float | None = None,
         max_retries: int = 3,
         max_connections: int = 100,
+        limits: Limits | None = None,
         rate_limit: float | RateLimit | None = None,
         adaptive: bool = True,
         rate_limiter: RateLimiter | None = None,
@@ -127,6 +130,14 @@ class Client:
                 f"max_retries={max_retries} conflicts with the retry_policy's "
                 f"max_retries={retry_policy.max_retries}; give it in the RetryPolicy"
             )
+        if limits is not None and not isinstance(limits, Limits):
+            raise ValidationError(f"limits must be a Limits, not {type(limits).__name__}")
+        if limits is not None and max_connections not in (100, limits.max_connections):
+            # 100 is the default, so it cannot be told from a count left unset.
+            raise ValidationError(
+                f"max_connections={max_connections} conflicts with the limits' "
+                f"max_connections={limits.max_connections}; give it in the Limits"
+            )
         if rate_limit is not None and (
             isinstance(rate_limit, bool) or not isinstance(rate_limit, RateLimit | int | float)
         ):
@@ -141,7 +152,8 @@ class Client:
                 policy = attrs.evolve(policy, deadline=deadline)
             if max_retry_after is not None:
                 policy = attrs.evolve(policy, max_retry_after=max_retry_after)
-            limits = Limits(max_connections=max_connections)
+            if limits is None:
+                limits = Limits(max_connections=max_connections)
             ceiling = RateLimit(rate_limit) if isinstance(rate_limit, int | float) else rate_limit
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"invalid client setting: {exc}") from exc

@@ -21,7 +21,7 @@ from aiodots.resources._options import call_options
 from aiodots.retry import backoff_seconds
 from aiodots.testing import DotsEmulator, FaultPlan
 
-from .conftest import BASE_URL, flow_json
+from .conftest import API_KEY, BASE_URL, CLIENT_ID, flow_json
 
 
 def test_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,6 +161,23 @@ async def test_one_pool_serves_every_call_of_a_client(
         first = d._sessions.session()
         await asyncio.gather(*(d.flows.create(steps=["payout"]) for _ in range(20)))
         assert d._sessions.session() is first
+
+
+async def test_pool_limits_are_given_as_one_object_or_by_their_count(
+    dots_emulator: DotsEmulator,
+) -> None:
+    dots_emulator.set_faults(FaultPlan(latency=0.05))
+    limits = aiodots.Limits(max_connections=3, keepalive=5.0)
+    async with aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url, limits=limits
+    ) as dots:
+        await asyncio.gather(*(dots.flows.create(steps=["payout"]) for _ in range(12)))
+    assert dots_emulator.stats.max_in_flight == 3
+    assert aiodots.Client(CLIENT_ID, API_KEY, limits=limits, max_connections=3) is not None
+    with pytest.raises(aiodots.ValidationError, match="max_connections=8 conflicts"):
+        aiodots.Client(CLIENT_ID, API_KEY, limits=limits, max_connections=8)
+    with pytest.raises(aiodots.ValidationError, match="limits must be"):
+        aiodots.Client(CLIENT_ID, API_KEY, limits=3)  # type: ignore[arg-type]
 
 
 async def test_closing_fails_a_call_waiting_for_a_connection_and_does_not_cancel_it(
