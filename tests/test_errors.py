@@ -179,6 +179,7 @@ def test_control_characters_a_server_sends_are_escaped_in_the_message() -> None:
         302, {"Location": "https://elsewhere.example/\x1b[2J"}, b"", method="GET",
         path="/v2/flows", reason="Found\x07",
     )
+    assert isinstance(moved, aiodots.RedirectError)
     assert moved.location == "https://elsewhere.example/\x1b[2J"
     assert not [c for c in str(moved) if not c.isprintable()]
 
