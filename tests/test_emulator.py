@@ -436,3 +436,36 @@ def test_the_standalone_emulator_takes_both_idempotency_readings_and_failures_af
     emulator = emulator_from(args)
     assert emulator.api.idempotency == "reject"
     assert (emulator.faults.fail_after_rate, emulator.faults.fail_after_status) == (0.1, 504)
+
+
+def test_standalone_settings_out_of_range_are_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from aiodots.testing.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--error-rate", "2"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "error_rate" in err
+    assert "Traceback" not in err
+
+
+def test_standalone_port_in_use_says_so_without_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    from aiodots.testing.__main__ import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exited:
+            main(["--port", str(port)])
+    said = exited.value.code  # a message: printed to stderr, exit status 1
+    assert isinstance(said, str)
+    assert said.startswith(f"python -m aiodots.testing: cannot listen on 127.0.0.1:{port}: ")
+    assert "address already in use" in said
+    assert "Traceback" not in capsys.readouterr().err

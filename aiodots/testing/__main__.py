@@ -54,7 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-record", action="store_true", help="do not keep the last request bodies"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        plan_from(args)  # a share above 1, a negative latency: said here, as usage
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    return args
 
 
 def plan_from(args: argparse.Namespace) -> FaultPlan:
@@ -110,7 +115,14 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    asyncio.run(serve(parse_args(argv)))
+    args = parse_args(argv)
+    try:
+        asyncio.run(serve(args))
+    except OSError as exc:  # the port is taken, the host is not this machine's
+        sys.exit(
+            f"python -m aiodots.testing: cannot listen on {args.host}:{args.port}: "
+            f"{exc.strerror or exc}"
+        )
 
 
 if __name__ == "__main__":
