@@ -63,3 +63,21 @@ def test_the_test_extras_pytest_asyncio_knows_the_options_pytest_is_given() -> N
     ]
     if "asyncio_default_fixture_loop_scope" in options:
         assert tuple(int(part) for part in floor.split(".")) >= (0, 24)
+
+
+def test_a_dependency_named_in_several_extras_has_one_floor_in_all() -> None:
+    # A floor raised for a reason (redis 5.0.1 for `aclose`) must be raised everywhere
+    # the package is named, or an extra installs the version that lacks it.
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    named = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        named += extra
+    floors: dict[str, set[str]] = {}
+    for line in named:
+        requirement = Requirement(line)
+        floors.setdefault(requirement.name.lower(), set()).add(str(requirement.specifier))
+    assert {name: specs for name, specs in floors.items() if len(specs) > 1} == {}
