@@ -52,7 +52,14 @@ _fast = cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
 
 def _structure_datetime(value: Any, _: Any) -> datetime:
     if isinstance(value, str):  # the wire's form first
-        parsed = datetime.fromisoformat(value)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            # RFC 3339, the document's `date-time`, allows a lower-case "z" (its section
+            # 5.6), which fromisoformat refuses (a lower-case "t" it takes).
+            if value[-1:] != "z":
+                raise
+            parsed = datetime.fromisoformat(value[:-1] + "Z")
     elif isinstance(value, datetime):
         parsed = value
     else:
@@ -271,8 +278,13 @@ _PASSTHROUGH: dict[Any, tuple[type, ...] | None] = {
 #: do not take goes to the hook; what they raise on, the detailed converter explains.
 _INLINE: dict[Any, tuple[str, dict[str, Any]]] = {
     datetime: (
+        # What fromisoformat refuses goes to the hook, which reads a few more forms (a
+        # lower-case "z"); the `try` costs nothing until it raises (Python 3.11).
         "if type({v}) is str:\n"
-        "    {v} = _fromisoformat({v})\n"
+        "    try:\n"
+        "        {v} = _fromisoformat({v})\n"
+        "    except ValueError:\n"
+        "        {v} = {hook}\n"
         "    if {v}.tzinfo is None:\n"
         "        {v} = {v}.replace(tzinfo=_UTC)\n"
         "else:\n"

@@ -18,7 +18,7 @@ import types
 import typing
 import weakref
 from collections.abc import Iterator, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from functools import partial
 from typing import Any
 
@@ -425,3 +425,38 @@ def test_any_mapping_or_array_is_still_taken_where_one_is_expected() -> None:
     structured = structure_response(payload, aiodots.models.User, method="GET", path="/")
     assert structured.phone_number == aiodots.models.UserPhoneNumber(country_code="1")
     assert structured.payout_options_exclude_list == ("ach",)
+
+
+#: Date-times as a server may write them, and the instant each one is. RFC 3339 (the
+#: document's `format: date-time`) allows a lower-case "t" and "z" (its section 5.6).
+DATE_TIMES: dict[str, datetime] = {
+    "2024-01-02T03:04:05Z": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+    "2024-01-02T03:04:05+00:00": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+    "2024-01-02T03:04:05-05:00": datetime(
+        2024, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-5))
+    ),
+    "2024-01-02T03:04:05": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+    "2024-01-02 03:04:05": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+    "2024-01-02": datetime(2024, 1, 2, tzinfo=UTC),
+    "2024-01-02T03:04:05.1Z": datetime(2024, 1, 2, 3, 4, 5, 100000, tzinfo=UTC),
+    "2024-01-02T03:04:05.123Z": datetime(2024, 1, 2, 3, 4, 5, 123000, tzinfo=UTC),
+    "2024-01-02T03:04:05.123456789Z": datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+    "2024-01-02t03:04:05z": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+    "2024-01-02T03:04:05.5z": datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=UTC),
+}
+
+
+@pytest.mark.parametrize("text", list(DATE_TIMES))
+def test_every_date_time_form_a_server_may_write_is_read_on_either_path(text: str) -> None:
+    # `Flow.created` is read by inline code, `Transfer.created` (optional) by its hook.
+    cases: list[tuple[type[Any], dict[str, Any], str]] = [
+        (aiodots.Flow, SPEC_PAYLOADS[aiodots.Flow][0], "created"),
+        (aiodots.models.Transfer, SPEC_PAYLOADS[aiodots.models.Transfer][0], "created"),
+    ]
+    for cls, good, key in cases:
+        answered = _assert_paths_agree(cls, {**good, key: text})
+        assert answered[0] == "ok", answered
+        assert getattr(answered[1], key) == DATE_TIMES[text]
+        assert getattr(answered[1], key).utcoffset() == DATE_TIMES[text].utcoffset()
+        page = structure_page({"data": [good, {**good, key: text}]}, cls, method="GET", path="/")
+        assert getattr(page.data[1], key) == DATE_TIMES[text]
