@@ -80,6 +80,10 @@ def _structure_step_names(value: Any, _: Any) -> tuple[Step | str, ...]:
             return _STEP_LISTS[tuple(value)]
         except (KeyError, TypeError):  # not seen yet, or an unhashable (bad) item
             pass
+    if value is None:
+        # Not in the document, but a server may write an empty list so (Go's nil slice);
+        # optional fields take null in every other model, and a flow must not fail on it.
+        return ()
     if not isinstance(value, list | tuple):
         raise TypeError(f"expected an array of step names, not {type(value).__name__}")
     steps: list[Step | str] = []

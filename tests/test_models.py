@@ -12,7 +12,7 @@ import attrs
 import pytest
 
 import aiodots
-from aiodots.converter import structure_response, unstructure_request
+from aiodots.converter import converter, structure_page, structure_response, unstructure_request
 from aiodots.resources._base import page_params
 from aiodots.resources.apps import _LIST as _APPS_LIST
 
@@ -120,6 +120,19 @@ def test_unknown_steps_stay_strings_and_unknown_fields_are_ignored() -> None:
     )
     assert flow.steps == (aiodots.Step.COMPLIANCE, "tax-interview")
     assert flow.completed_steps == (aiodots.Step.COMPLIANCE,)
+
+
+def test_flow_step_lists_sent_as_null_are_empty() -> None:
+    # Every other model's optional fields take null; a server that writes an empty list
+    # as null (Go's nil slice) must not fail a flow, or a list's whole page of them.
+    payload = flow_json(steps=None, completed_steps=None)
+    flow = structure_response(payload, aiodots.Flow, method="GET", path="/")
+    assert (flow.steps, flow.completed_steps) == ((), ())
+    page = structure_page(
+        {"data": [flow_json(), payload]}, aiodots.Flow, method="GET", path="/"
+    )
+    assert page.data[1] == flow
+    assert converter.structure(payload, aiodots.Flow) == flow
 
 
 def test_flow_metadata_may_be_an_object_a_string_or_null() -> None:
