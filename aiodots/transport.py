@@ -560,12 +560,15 @@ class Transport:
                     try:
                         data = _json.loads(raw)
                     except ValueError as exc:
-                        text = excerpt(raw.decode("utf-8", errors="replace"))
-                        raise UnreadableResponseError(
-                            f"the response body is not valid JSON: {text!r}",
-                            status=status, method=request.method, path=request.path,
-                            body=text, headers=response.headers,
-                        ) from exc
+                        try:  # what JSON allows and orjson does not (a lone surrogate)
+                            data = _json.loads_lenient(raw)
+                        except ValueError:
+                            text = excerpt(raw.decode("utf-8", errors="replace"))
+                            raise UnreadableResponseError(
+                                f"the response body is not valid JSON: {text!r}",
+                                status=status, method=request.method, path=request.path,
+                                body=text, headers=response.headers,
+                            ) from exc
                 decode = request.decode
                 result = data if decode is None else decode(data, status, request.path)
                 if first is not None and self._budget is not None:

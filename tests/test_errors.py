@@ -62,6 +62,26 @@ async def test_truncated_json_on_success_is_an_invalid_response_not_a_decode_err
     assert len(mocked.requests) == 1  # the flow may exist: a create is not repeated
 
 
+async def test_a_lone_escaped_surrogate_is_json_read_with_a_replacement_character(
+    client: aiodots.Client, mocked: aioresponses.aioresponses
+) -> None:
+    # JSON's grammar allows "\\ud83d" alone (RFC 8259 section 8.2): what a server writes
+    # that cuts a string between the halves of an emoji (JavaScript's JSON.stringify
+    # does). orjson refuses it; the answer is no broken body to try again.
+    metadata = {"name": "Zo\ud83d", "k\udc00": ["\ud83d\ude00", "\udc00x"]}
+    body = json.dumps(flow_json(metadata=metadata))  # ensure_ascii: escapes, as sent
+    assert "\\ud83d\"" in body
+    mocked.get(f"{FLOWS}/f1", status=200, body=body)
+    flow = await client.flows.retrieve("f1")
+    assert flow.metadata == {"name": "Zo\ufffd", "k\ufffd": ["\U0001f600", "\ufffdx"]}
+    assert len(mocked.requests[("GET", URL(f"{FLOWS}/f1"))]) == 1
+    # What is no JSON stays refused on that path too.
+    for bad in ('{"id": NaN}', '{"id": 1e400}', '{"id": "\\ud83d", "crea'):
+        mocked.get(f"{FLOWS}/f2", status=200, body=bad)
+        with pytest.raises(aiodots.UnreadableResponseError, match="not valid JSON"):
+            await client.flows.retrieve("f2", max_retries=0)
+
+
 async def test_truncated_json_in_an_error_body_still_maps_the_status(
     client: aiodots.Client, mocked: aioresponses.aioresponses
 ) -> None:
