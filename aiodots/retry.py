@@ -206,7 +206,8 @@ def _http_date(value: str | None) -> datetime | None:
         return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # OverflowError: a year past what a C long holds ("... 99999999999999999999 ...").
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 

@@ -87,6 +87,22 @@ async def test_429_with_http_date_retry_after_waits_until_that_date(
     assert 10.5 < backoff_waits[0] <= 12.0
 
 
+@pytest.mark.parametrize("header", ["Retry-After", "Date"])
+async def test_a_429_with_an_unreadable_date_is_still_retried(
+    client: aiodots.Client, mocked: aioresponses.aioresponses, fake_sleep: FakeSleep,
+    header: str,
+) -> None:
+    # A year past what a C long holds made the date parser raise OverflowError, which
+    # escaped the call untyped and uncounted.
+    headers = {"Retry-After": "Sat, 01 Jan 2000 00:00:00 GMT"}  # past: go now
+    headers[header] = "Thu, 01 Jan 99999999999999999999 12:00:30 GMT"
+    mocked.get(FLOW_URL, status=429, headers=headers, payload={"message": "slow"})
+    mocked.get(FLOW_URL, payload=flow_json())
+    await client.flows.retrieve("f1")
+    assert attempts(mocked, "GET", FLOW_URL) == 2
+    assert client.stats.rate_limited == 1
+
+
 async def test_a_retry_after_beyond_the_maximum_fails_fast_with_rate_limit_error(
     mocked: aioresponses.aioresponses, fake_sleep: FakeSleep
 ) -> None:

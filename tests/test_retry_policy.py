@@ -26,6 +26,12 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
         ("", None),
         (None, None),
         ("inf", None),
+        ("Thu, 01 Jan 2026 12:00:30", 30.0),  # no zone: GMT, as HTTP-dates always are
+        ("Thursday, 01-Jan-26 12:00:30 GMT", 30.0),  # RFC 850, obsolete
+        ("Thu Jan  1 12:00:30 2026", 30.0),  # asctime, obsolete
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 251_635_031_999.0),  # fails fast, as too long
+        # a year past what a C long holds: unreadable, not an OverflowError
+        ("Thu, 01 Jan 99999999999999999999 12:00:30 GMT", None),
     ],
 )
 def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
@@ -106,6 +112,7 @@ def test_budget_spends_more_for_timeouts_and_refills_what_a_success_spent() -> N
         ("Thu, 01 Jan 2026 12:01:00 GMT", 0.0),
         # an unreadable Date is no evidence either way
         ("yesterday", 30.0),
+        ("Thu, 01 Jan 99999999999999999999 12:00:00 GMT", 30.0),
     ],
 )
 def test_an_http_date_is_read_against_the_server_s_date_when_the_clocks_disagree(
