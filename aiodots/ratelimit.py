@@ -570,7 +570,10 @@ class AdaptiveRateLimiter:
         if self._slow_start:
             if now >= self._probe_until:
                 self._force_refusal()
-            target = self._start_rate * 2 ** (t / self._doubling)
+            # Only a 429 ends a slow start, so one that meets none (a job under the
+            # limit, an idle hour) doubles on: past 64 doublings the rate is unthrottled
+            # in all but name, and 2.0 ** 1024 would raise OverflowError.
+            target = self._start_rate * 2 ** min(t / self._doubling, 64)
         else:
             w = self._w_max
             plateau = self.PLATEAU * w

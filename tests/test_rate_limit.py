@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from typing import Any
 
@@ -156,6 +157,26 @@ async def test_first_429_throttles_then_recovers_holds_and_probes(fake_sleep: Fa
         if 5 <= step <= 19:
             assert rate == held
     assert rate > held
+
+
+@pytest.mark.parametrize("retry_after", [None, 1.0])
+async def test_a_slow_start_no_429_ends_survives_an_idle_hour(
+    fake_sleep: FakeSleep, retry_after: float | None
+) -> None:
+    # One 429 starts a slow start; only another 429 ends it. A job that then goes quiet
+    # (or stays under the limit) doubles on for hours: past 1024 doublings 2.0 ** n
+    # raised OverflowError out of every later call.
+    lim = limiter(fake_sleep)
+    for _ in range(5):
+        lim.on_response(200, lim.now(), None)
+        fake_sleep.clock += 0.01
+    lim.on_response(429, lim.now(), retry_after)
+    await lim.acquire()  # after the pause, if any: the slow start runs
+    fake_sleep.clock += 3600.0
+    await lim.acquire()
+    lim.on_response(200, lim.now(), None)
+    assert lim.rate is not None
+    assert math.isfinite(lim.rate)
 
 
 async def test_adaptation_never_exceeds_a_ceiling(fake_sleep: FakeSleep) -> None:
