@@ -5,7 +5,7 @@ can make from a dict). Three families are read:
 
 - `X-RateLimit-Limit` / `X-RateLimit-Remaining` / `X-RateLimit-Reset` (GitHub and many
   others). No window is stated: the limit is read as requests per second, and a reset
-  that is a Unix time (GitHub's) is turned into seconds from `now`.
+  that is a Unix time (GitHub's, or in milliseconds) is turned into seconds from `now`.
 - The IETF draft's separate fields `RateLimit-Limit` / `RateLimit-Remaining` /
   `RateLimit-Reset`, and its dictionary form `RateLimit: limit=100, remaining=50,
   reset=1` with `RateLimit-Policy: 100;w=1`.
@@ -50,6 +50,8 @@ _NOTHING = (None,) * len(SIGNAL_HEADERS)
 
 # A reset larger than this is a Unix time, not a number of seconds (a day is 86,400 s).
 _EPOCH_THRESHOLD = 1_000_000_000
+# And larger than this, a Unix time in milliseconds (as seconds, the year 5138).
+_EPOCH_MS_THRESHOLD = 100_000_000_000
 
 
 @attrs.frozen
@@ -104,6 +106,8 @@ def parse_rate_limit_headers(
     if limit is None and remaining is None and reset is None:
         return None
     if reset is not None and reset > _EPOCH_THRESHOLD:
+        if reset > _EPOCH_MS_THRESHOLD:
+            reset /= 1000
         reset = None if now is None else max(0.0, reset - now)
     return RateLimitInfo(limit=limit, window=window, remaining=remaining, reset=reset)
 

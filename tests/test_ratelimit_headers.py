@@ -40,6 +40,14 @@ def test_a_reset_given_as_a_unix_time_becomes_seconds_from_now() -> None:
     assert info.reset is None
 
 
+def test_a_reset_given_as_a_unix_time_in_milliseconds_becomes_seconds_from_now() -> None:
+    # Read as Unix seconds, 1767225600000 was a reset some 55,000 years away.
+    info = parse({"X-RateLimit-Limit": "5000", "X-RateLimit-Reset": "1767225600000"},
+                 now=1767225600 - 42.0)
+    assert info is not None
+    assert info.reset == pytest.approx(42.0)
+
+
 def test_ietf_dictionary_form_with_its_policy() -> None:
     info = parse({"RateLimit": "limit=100, remaining=50, reset=1",
                   "RateLimit-Policy": "100;w=1"})
