@@ -402,3 +402,51 @@ async def test_another_limiter_plugs_in_without_touching_the_transport(
         await dots.flows.create(steps=["payout"])
     assert counting.acquired == 2
     assert counting.statuses == [503, 200]
+
+
+async def test_a_server_that_asks_for_fractions_of_a_second_is_not_stormed() -> None:
+    # Delta-seconds are whole (RFC 9110), but a server may send the time to its next token
+    # (Retry-After: 0.050). Taken as it was, every short pause released a full bucket's
+    # burst into a bucket holding one token: most calls met 429 after 429 and failed.
+    from aiohttp import web
+
+    from aiodots.testing.faults import TokenBucket
+
+    bucket = TokenBucket(ServerRateLimit(rate=20, burst=10))
+    answered: dict[int, int] = {200: 0, 429: 0}
+
+    async def handle(request: web.Request) -> web.Response:
+        wait = bucket.take()
+        if wait is None:
+            answered[200] += 1
+            return web.json_response({"id": "u1"})
+        answered[429] += 1
+        return web.json_response(
+            {"message": "slow down"}, status=429, headers={"Retry-After": f"{wait:.3f}"}
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    failed: list[BaseException] = []
+    try:
+        async with aiodots.Client("id", "key", base_url=f"http://127.0.0.1:{port}") as dots:
+            until = time.monotonic() + 3.0
+
+            async def caller() -> None:
+                while time.monotonic() < until:
+                    try:
+                        await dots.users.retrieve("u1")
+                    except aiodots.DotsError as exc:
+                        failed.append(exc)
+
+            await asyncio.gather(*(caller() for _ in range(20)))
+    finally:
+        await runner.cleanup()
+    assert failed == []
+    assert answered[200] >= 20  # it got work done, not only waited
+    assert answered[429] < answered[200]

@@ -18,7 +18,8 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     [
         ("120", 120.0),
         ("0", 0.0),
-        ("1.5", 1.5),
+        ("1.5", 2.0),  # delta-seconds are whole: a fraction is read up, never down
+        ("0.05", 1.0),
         ("Thu, 01 Jan 2026 12:00:30 GMT", 30.0),
         ("Thu, 01 Jan 2026 11:59:00 GMT", 0.0),  # in the past: go now
         ("-5", None),
