@@ -241,22 +241,12 @@ def to_integer_id_or_uuid(value: Any) -> Any:
     """A cursor the document types as a UUID over objects whose `id` is an integer (the
     transactions list): either reading, an integer id (`int` or its text) or a UUID
     (`uuid.UUID` or its text), sent as text. Anything else fails here."""
-    if value is None:
-        return None
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, str) and not _INTEGER.match(value):
+    for reading in (to_integer_id, to_uuid):
         try:
-            uuid.UUID(value)
-        except ValueError:
+            return reading(value)
+        except ValidationError:
             pass
-        else:
-            return value
-        raise ValidationError(f"expected an integer id or a UUID, not {value!r}")
-    try:
-        return to_integer_id(value)
-    except ValidationError:
-        raise ValidationError(f"expected an integer id or a UUID, not {value!r}") from None
+    raise ValidationError(f"expected an integer id or a UUID, not {value!r}")
 
 
 def to_date(value: Any) -> Any:
