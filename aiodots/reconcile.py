@@ -319,7 +319,7 @@ async def _scan(
                 earlier = found.get(call_id)
                 if earlier is None or obj.created < earlier.created:
                     if earlier is not None:
-                        log.warning("two objects carry call id %s: %s and %s",
+                        log.warning("two objects carry call id %r: %r and %r",
                                     call_id, earlier.id, obj.id)
                     found[call_id] = obj
                 if expect is not None and len(found) >= expect:

@@ -140,7 +140,7 @@ async def _scan(
             call_id = call_id_of(obj.metadata)
             if call_id is not None and call_id in wanted:
                 if call_id in found:
-                    log.warning("two objects carry call id %s: %s and %s",
+                    log.warning("two objects carry call id %r: %r and %r",
                                 call_id, found[call_id].id, obj.id)
                 else:
                     found[call_id] = obj

@@ -325,6 +325,23 @@ async def test_a_scan_stops_once_every_wanted_id_is_found() -> None:
     assert pages == 2
 
 
+async def test_a_duplicate_is_logged_with_the_servers_text_escaped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Ids and call ids are the server's text: written as they came, a newline in one
+    # would forge a log line.
+    forged = "x\nINFO:aiodots:all clear"
+    listing = [at(9, forged, name="new\nline"), at(8, forged, name="old")]
+    with caplog.at_level(logging.WARNING, logger="aiodots"):
+        found, _ = await scan_newest_first(
+            pages_of(listing), cutoff=T0, overscan=10, match=lambda c: True
+        )
+    assert found[forged].id == "old"  # the oldest object answers for its call
+    (record,) = [r for r in caplog.records if "two objects" in r.getMessage()]
+    assert "\n" not in record.getMessage()
+    assert "INFO:aiodots:all clear" in record.getMessage()
+
+
 async def test_a_scan_that_would_read_too_far_fails_instead() -> None:
     listing = [at(100 - i) for i in range(50)]
     with pytest.raises(aiodots.reconcile.ScanTooLong):
