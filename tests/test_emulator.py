@@ -469,3 +469,14 @@ def test_standalone_port_in_use_says_so_without_a_traceback(
     assert said.startswith(f"python -m aiodots.testing: cannot listen on 127.0.0.1:{port}: ")
     assert "address already in use" in said
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_emulators_argument_types_are_importable_from_the_package() -> None:
+    # A suite that passes DotsEmulator(idempotency=mode, ...) with a typed variable
+    # names these types; they come from where DotsEmulator does.
+    import typing
+
+    import aiodots.testing as testing
+
+    assert typing.get_args(testing.IdempotencyMode) == ("replay", "reject")
+    assert {"IdempotencyMode", "ListOrder"} <= set(testing.__all__)

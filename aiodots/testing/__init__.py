@@ -2,6 +2,7 @@
 on demand. `python -m aiodots.testing` runs it standalone; the pytest plugin (installed
 with aiodots) gives the fixtures `dots_emulator` and `dots_client`."""
 
+from .api import IdempotencyMode, ListOrder
 from .emulator import (
     DEFAULT_API_KEY,
     DEFAULT_CLIENT_ID,
@@ -27,6 +28,8 @@ __all__ = [
     "EmulatorStats",
     "FaultPlan",
     "ForcedResponse",
+    "IdempotencyMode",
+    "ListOrder",
     "RecordedRequest",
     "ServerRateLimit",
     "DeliveryAttempt",
