@@ -51,6 +51,7 @@ __all__ = [
     "count_rows",
     "find_rows_created",
     "input_digest",
+    "output_records",
     "read_rows",
     "recorded_job",
     "recorded_ok",
@@ -271,26 +272,33 @@ def recorded_ok(
     since skipping its row would leave that row undone with the run saying it is done.
     """
     done: dict[int, str | None] = {}
+    for record in output_records(output):
+        row = record.get("row")
+        if record.get("ok") is True and isinstance(row, int):
+            if not any(key in record for key in results):
+                raise ValidationError(
+                    f"{str(output)!r} was written by another kind of job: its row"
+                    f" {row} holds no {' or '.join(results)}. Give this job its"
+                    " own output."
+                )
+            digest = record.get("input")
+            done[row] = digest if isinstance(digest, str) else done.get(row)
+    return done
+
+
+def output_records(output: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects an output holds, one per line, none if it does not exist yet. A
+    line cut short by a crash is skipped."""
     if not output.exists():
-        return done
+        return
     with output.open(encoding="utf-8") as lines:
         for line in lines:
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and record.get("ok") is True:
-                row = record.get("row")
-                if isinstance(row, int):
-                    if not any(key in record for key in results):
-                        raise ValidationError(
-                            f"{str(output)!r} was written by another kind of job: its row"
-                            f" {row} holds no {' or '.join(results)}. Give this job its"
-                            " own output."
-                        )
-                    digest = record.get("input")
-                    done[row] = digest if isinstance(digest, str) else done.get(row)
-    return done
+            if isinstance(record, dict):
+                yield record
 
 
 def input_digest(fields: dict[str, Any]) -> str:

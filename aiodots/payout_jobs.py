@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,6 +41,7 @@ from .jobs import (
     _flag,
     error_record,
     fields_of_rows,
+    output_records,
     parse_metadata,
     read_cells,
     recorded_ok,
@@ -94,24 +94,15 @@ def check_same_batch(output: Path, identity: str) -> None:
     differs). Resuming it would send the rows not yet ok with keys nothing deduplicates
     against, so a row whose answer a crash lost would be paid twice; and the row numbers
     it records as ok may no longer name the same rows."""
-    if not output.exists():
-        return
-    with output.open(encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a crash
-            if not isinstance(record, dict):
-                continue
-            row, key = record.get("row"), record.get("idempotency_key")
-            if isinstance(row, int) and isinstance(key, str) and key != row_key(identity, row):
-                raise ValidationError(
-                    f"{str(output)!r} was written for another batch: its row {row} was sent"
-                    " with another idempotency key. The input changed since (or --batch-id"
-                    " differs), and resuming could pay a row twice. Restore the input to"
-                    " finish that batch, or write a new batch to a new output."
-                )
+    for record in output_records(output):
+        row, key = record.get("row"), record.get("idempotency_key")
+        if isinstance(row, int) and isinstance(key, str) and key != row_key(identity, row):
+            raise ValidationError(
+                f"{str(output)!r} was written for another batch: its row {row} was sent"
+                " with another idempotency key. The input changed since (or --batch-id"
+                " differs), and resuming could pay a row twice. Restore the input to"
+                " finish that batch, or write a new batch to a new output."
+            )
 
 
 #: A whole number of cents as written in a cell: ASCII digits only (str.isdigit also
