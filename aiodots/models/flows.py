@@ -123,10 +123,9 @@ class PayoutLinkStep(FlowStep):
     )
 
 
-_STEP_OPTIONS = frozenset(a.name for a in attrs.fields(FlowStep))
+#: The options a step given as a mapping may use, by the class it becomes.
 _OPTIONS_OF: dict[type[FlowStep], frozenset[str]] = {
-    FlowStep: _STEP_OPTIONS,
-    PayoutLinkStep: frozenset(a.name for a in attrs.fields(PayoutLinkStep)),
+    cls: frozenset(a.name for a in attrs.fields(cls)) for cls in (FlowStep, PayoutLinkStep)
 }
 
 
