@@ -54,7 +54,6 @@ JSON objects. For the rare body `dumps` refused, so that every other body pays n
 still a `TypeError` for what no mapping explains (an integer past 64 bits for orjson)."""
 
 
-
 #: Half of a surrogate pair. The stdlib decoder joins an escaped pair into its character,
 #: so one left in a decoded string was escaped alone.
 _SURROGATE = re.compile("[\ud800-\udfff]")
