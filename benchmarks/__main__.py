@@ -1,7 +1,7 @@
 """`python -m benchmarks`: every benchmark in turn, each printing its table.
 
     python -m benchmarks            # throughput (asyncio, uvloop), rate limits, memory: ~15 min
-    python -m benchmarks --all      # also instruction counts (needs valgrind, 10 more)
+    python -m benchmarks --all      # also instruction counts (needs valgrind, 25 more)
     python -m benchmarks profile    # where one request's time goes, layer by layer
 """
 
