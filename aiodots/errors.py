@@ -31,6 +31,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RedirectError",
+    "ResponseTooLargeError",
     "ServerError",
     "TLSVerificationError",
     "UnprocessableEntityError",
@@ -203,6 +204,51 @@ class InvalidResponseError(APIError):
 class UnreadableResponseError(InvalidResponseError):
     """A success status whose body is not JSON at all: cut short or garbled on the way.
     Reads and keyed calls are tried again; for other writes the object may exist."""
+
+
+class ResponseTooLargeError(InvalidResponseError):
+    """An answer whose body is larger than the client's `max_response_size`, whatever its
+    status: its `Content-Length` said so (then none of it was read), or more than that
+    many bytes arrived (without a `Content-Length`, or decompressed; then reading
+    stopped there). The connection is closed, not reused, and the call is not retried:
+    a server that sent it once would send it again. As for any `InvalidResponseError`, a
+    2xx means the call took effect.
+
+    `limit` is the setting; `size` the declared length (`declared` True), or the bytes
+    received when reading stopped (more than `limit`, `declared` False). `body` is None:
+    nothing of it is kept, nor shown.
+    """
+
+    def __init__(
+        self, message: str, *, limit: int, size: int, declared: bool, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.limit = limit
+        self.size = size
+        self.declared = declared
+
+
+def response_too_large(
+    status: int,
+    headers: Mapping[str, str],
+    *,
+    limit: int,
+    size: int,
+    declared: bool,
+    method: str,
+    path: str,
+) -> ResponseTooLargeError:
+    """The error for a body over `limit` bytes (see `ResponseTooLargeError`). Pure: says
+    the sizes, never a byte of the body."""
+    if declared:
+        how = f"its Content-Length declares {size} bytes; none of it was read"
+    else:
+        how = f"reading stopped after {size} bytes"
+    return ResponseTooLargeError(
+        f"the response body is over max_response_size={limit} bytes: {how}",
+        limit=limit, size=size, declared=declared,
+        status=status, method=method, path=path, headers=headers,
+    )
 
 
 _CLASS_BY_STATUS: dict[int, type[APIError]] = {

@@ -10,7 +10,7 @@ import pytest
 from yarl import URL
 
 import aiodots
-from aiodots.errors import error_for_response, excerpt, message_from_body
+from aiodots.errors import error_for_response, excerpt, message_from_body, response_too_large
 
 from .conftest import BASE_URL, ERROR_CLASSES, flow_json
 
@@ -242,3 +242,44 @@ def test_error_headers_are_read_whatever_their_case() -> None:
     )
     assert refused.headers["X-Request-Id"] == "r-1"
     assert refused.headers.get("x-request-id") == "r-1"
+
+
+@pytest.mark.parametrize(
+    ("declared", "size", "said"),
+    [
+        (True, 209_715_200, "its Content-Length declares 209715200 bytes; none of it was read"),
+        (False, 33_619_968, "reading stopped after 33619968 bytes"),
+    ],
+    ids=["declared", "observed"],
+)
+def test_a_body_over_the_limit_names_the_limit_and_the_size_and_nothing_of_the_body(
+    declared: bool, size: int, said: str
+) -> None:
+    error = response_too_large(
+        200, {"Set-Cookie": "session=SECRET"}, limit=33_554_432, size=size,
+        declared=declared, method="GET", path="/v2/payout-batches/b-1/results",
+    )
+    assert isinstance(error, aiodots.ResponseTooLargeError)
+    assert isinstance(error, aiodots.InvalidResponseError)
+    assert (error.status, error.limit, error.size, error.declared) == (
+        200, 33_554_432, size, declared
+    )
+    assert error.body is None
+    assert str(error) == (
+        f"200 the response body is over max_response_size=33554432 bytes: {said} "
+        "(GET /v2/payout-batches/b-1/results)"
+    )
+    assert "SECRET" not in str(error)
+    assert "SECRET" not in repr(error)
+
+
+def test_a_body_over_the_limit_is_never_retried_whatever_its_status() -> None:
+    """A server that sent 200 MB once sends it again: no status and no kind of call
+    makes it worth another attempt (a 503's, say, which is otherwise retried)."""
+    policy = aiodots.RetryPolicy()
+    for status in (200, 503, 429):
+        error = response_too_large(
+            status, {}, limit=10, size=11, declared=False, method="GET", path="/v2/flows"
+        )
+        for replay in aiodots.Replay:
+            assert not policy.is_retryable(error, replay)
