@@ -37,7 +37,7 @@ from .resources import (
 )
 from .retry import RetryBudget, RetryPolicy, is_duration
 from .session import Limits, SessionManager
-from .transport import ClientStats, Transport, default_headers
+from .transport import MAX_RESPONSE_SIZE, ClientStats, Transport, default_headers
 
 __all__ = ["ENVIRONMENTS", "Client"]
 
@@ -77,6 +77,13 @@ class Client:
       as a CONNECT tunnel: the proxy sees the API's host name, never the API key.
       Environment variables such as `HTTPS_PROXY` are not read: pass
       `proxy=os.environ.get("HTTPS_PROXY")` to use one.
+    - `max_response_size`: the most bytes of an answer's body read into memory (as
+      decoded, if compressed); a larger one fails the call with `ResponseTooLargeError`,
+      unretried, so that a misbehaving server or proxy, or an endless body, cannot
+      exhaust a job's memory. 32 MiB by default: every answer of the API is JSON, the
+      largest a list page of 100 objects or a payout batch's results (5,000 items at
+      most, some megabytes with their requests and metadata), and no operation answers
+      with a file. Each call in flight may hold that much at once.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class Client:
         ssl: ssl_module.SSLContext | None = None,
         proxy: str | None = None,
         allow_insecure_http: bool = False,
+        max_response_size: int = MAX_RESPONSE_SIZE,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         client_id = client_id if client_id is not None else os.environ.get("DOTS_CLIENT_ID")
@@ -113,6 +121,14 @@ class Client:
         if not is_duration(timeout):
             raise ValidationError(
                 f"timeout must be a finite number of seconds above 0, not {timeout!r}"
+            )
+        if (
+            isinstance(max_response_size, bool) or not isinstance(max_response_size, int)
+            or max_response_size < 1
+        ):
+            raise ValidationError(
+                "max_response_size must be a whole number of bytes above 0, "
+                f"not {max_response_size!r}"
             )
         self.client_id = client_id
         self.base_url = _resolve_base_url(base_url, environment)
@@ -188,6 +204,7 @@ class Client:
             sleep=sleep,
             call_headers=None if proxy is None else {"Authorization": authorization},
             proxy_headers=self._sessions.proxy_headers,
+            max_response_size=max_response_size,
         )
         # One attribute per API resource, named after its path (DESIGN.md).
         shared = (self._transport, lambda: self.stats.retries)

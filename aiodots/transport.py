@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import attrs
+from aiohttp import hdrs
 from multidict import CIMultiDict
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 from yarl import URL
@@ -39,6 +40,7 @@ from .errors import (
     ValidationError,
     error_for_response,
     excerpt,
+    response_too_large,
 )
 from .ratelimit import HeaderAwareLimiter, ImmediateLimiter, RateLimiter
 from .retry import (
@@ -53,13 +55,19 @@ from .retry import (
 from .running_loop import being_cancelled
 from .session import attempt_timeout
 
-__all__ = ["CallOptions", "ClientStats", "Transport", "default_headers"]
+__all__ = ["MAX_RESPONSE_SIZE", "CallOptions", "ClientStats", "Transport", "default_headers"]
 
 log = logging.getLogger("aiodots")
 
 T = TypeVar("T")
 
 USER_AGENT = f"aiodots/{__version__}"
+
+#: The default `Client(max_response_size=...)`, in bytes: 32 MiB. Every answer of the
+#: API is JSON, and the largest a spec allows is a payout batch's results: up to 5,000
+#: items with their requests (`include_request=true`) and metadata, some megabytes. A
+#: list page holds at most 100 objects. No operation answers with a file.
+MAX_RESPONSE_SIZE = 32 * 1024 * 1024
 
 #: What a query's keys and values may hold to be sent exactly as written: RFC 3986's
 #: unreserved characters, which no quoter changes (yarl's included).
@@ -146,6 +154,49 @@ def connection_failure(
         )
     failure.__cause__ = exc
     return failure
+
+
+async def _read_bounded(
+    response: aiohttp.ClientResponse, limit: int, method: str, path: str
+) -> bytes:
+    """The body of an answer that `_attempt`'s single read does not cover (no
+    `Content-Length` within `limit`, or a `Content-Encoding`), if it is at most `limit`
+    bytes as decoded. A `Content-Length` over the limit on a body sent as is is refused
+    unread; any other body is read as it arrives, and reading stops as soon as more than
+    `limit` bytes have come. (aiohttp 3.14 inflates a compressed body only as fast as it
+    is read, so one that inflates without end stops there too; an older aiohttp inflates
+    each chunk received whole first.) Past the limit the connection is closed, never
+    pooled with the rest of the body unread, and the call fails with
+    `ResponseTooLargeError`."""
+    length = response.content_length
+    if length is not None and length > limit and hdrs.CONTENT_ENCODING not in response.headers:
+        response.close()
+        raise response_too_large(
+            response.status, response.headers, limit=limit, size=length, declared=True,
+            method=method, path=path,
+        )
+    content = response.content
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            # What has arrived: at most aiohttp's read buffer (its high-water mark) and
+            # one socket read, however large the body.
+            chunk = await content.readany()
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                break
+            chunks.append(chunk)
+    except BaseException:
+        response.close()  # as `ClientResponse.read` does: a body half read is not reused
+        raise
+    response.close()
+    raise response_too_large(
+        response.status, response.headers, limit=limit, size=size, declared=False,
+        method=method, path=path,
+    )
 
 
 def default_headers(authorization: str | None) -> dict[str, str]:
@@ -243,6 +294,7 @@ class Transport:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         call_headers: Mapping[str, str] | None = None,
         proxy_headers: Mapping[str, str] | None = None,
+        max_response_size: int = MAX_RESPONSE_SIZE,
     ) -> None:
         # Paths are appended as text: joining "/v2/flows" onto ".../api" with URL
         # semantics would drop the "/api" base path.
@@ -263,6 +315,8 @@ class Transport:
         self._sleep = sleep
         #: the proxy's own credentials (`auth.proxy_parts`), sent with each request to it
         self._proxy_headers = proxy_headers
+        #: the most bytes of an answer's body read (`_read_bounded`)
+        self._max_response_size = max_response_size
         # Calls waiting to be sent (held by the limiter, or sleeping before a retry), and
         # those of them that `close` cancelled: a closed client ends them at once, not
         # after a pause of up to `max_retry_after` for a request it can never send.
@@ -526,7 +580,19 @@ class Transport:
                 )
             try:
                 async with sent as response:
-                    raw = await response.read()
+                    # An answer that says it fits, and is sent as is, is read at once, as
+                    # ever; any other is read up to the limit (`_read_bounded`).
+                    answer = response.headers
+                    length = answer.get(hdrs.CONTENT_LENGTH)
+                    if (
+                        length is not None and int(length) <= self._max_response_size
+                        and hdrs.CONTENT_ENCODING not in answer
+                    ):
+                        raw = await response.read()
+                    else:
+                        raw = await _read_bounded(
+                            response, self._max_response_size, request.method, request.path
+                        )
                     status = response.status
             except (TimeoutError, aiohttp.ClientError) as exc:
                 self._stats.connection_errors += 1
@@ -575,7 +641,7 @@ class Transport:
                     self._budget.on_success()
                 return result
 
-            headers = response.headers  # read only on the error path: success never needs it
+            headers = response.headers
             retry_after = None
             if status in (429, 503):
                 retry_after = parse_retry_after(
