@@ -396,6 +396,46 @@ async def test_truncate_next_waits_for_a_successful_answer_with_a_body(
     assert dots_emulator.stats.created == 1
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_pad_next_pads_a_successful_answer_to_the_size_asked(
+    raw: Raw, dots_emulator: DotsEmulator, chunked: bool
+) -> None:
+    dots_emulator.pad_next(size=200_000, chunked=chunked)
+    status, _, _ = await raw.call("GET", "/v2/flows/nope")  # an error does not spend it
+    assert status == 404
+    status, flow, headers = await raw.call("POST", "/v2/flows", {"steps": ["payout"]})
+    assert status == 200
+    assert flow["steps"] == ["payout"]  # still the answer, as JSON
+    if chunked:
+        assert "Content-Length" not in headers
+        assert headers["Transfer-Encoding"] == "chunked"
+    else:
+        assert headers["Content-Length"] == "200000"
+    stats = dots_emulator.stats
+    assert (stats.padded_bytes_sent, stats.padded_cut_off, stats.created) == (200_000, 0, 1)
+    status, _, headers = await raw.call("GET", f"/v2/flows/{flow['id']}")
+    assert int(headers["Content-Length"]) < 1000  # once only
+
+
+async def test_pad_next_stops_writing_when_the_client_hangs_up(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    endless = 1024**4  # a TiB: never sent, only as much as the client reads
+    dots_emulator.pad_next(size=endless, chunked=True)
+    async with raw.session.get(
+        raw.base + "/v2/flows", headers={"Authorization": raw.auth}
+    ) as response:
+        assert response.status == 200
+        await response.content.readexactly(1024**2)
+        response.close()
+    stats = dots_emulator.stats
+    async with asyncio.timeout(10):
+        while not stats.padded_cut_off:  # noqa: ASYNC110 - polling a counter
+            await asyncio.sleep(0.01)
+    assert 1024**2 <= stats.padded_bytes_sent < 64 * 1024**2
+    assert (stats.in_flight, stats.by_status) == (0, {200: 1})
+
+
 async def test_an_oversized_body_is_a_counted_json_413(
     raw: Raw, dots_emulator: DotsEmulator
 ) -> None:

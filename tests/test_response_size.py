@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 import aiodots
+from aiodots.testing import DotsEmulator
 from aiodots.transport import MAX_RESPONSE_SIZE
 
 from .conftest import API_KEY, CLIENT_ID, flow_json
@@ -233,6 +234,46 @@ async def test_the_connection_of_a_body_over_the_limit_is_closed_and_the_next_ca
     first, again, refused, after = (answer["peer"] for answer in padded.answers)
     assert first == again == refused
     assert after != refused
+
+
+async def test_a_create_answered_past_the_limit_fails_once_and_the_client_goes_on(
+    dots_emulator: DotsEmulator,
+) -> None:
+    """Through the emulator: the flow was created (a 2xx), its answer streams on without
+    end; the call fails at once, and the next one, on the pool's only connection, works."""
+    dots_emulator.pad_next(size=ENDLESS, chunked=True)
+    async with aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url,
+        max_response_size=LIMIT, max_connections=1,
+    ) as dots:
+        with pytest.raises(aiodots.ResponseTooLargeError) as caught:
+            async with asyncio.timeout(30):
+                await dots.flows.create(steps=["compliance"])
+        assert (caught.value.status, caught.value.declared) == (200, False)
+        async with asyncio.timeout(30):
+            await dots.flows.create(steps=["compliance"])
+        assert (dots.stats.requests, dots.stats.failures) == (2, 1)
+    stats = dots_emulator.stats
+    assert (stats.requests, stats.created, stats.padded_cut_off) == (2, 2, 1)
+    assert stats.padded_bytes_sent < ENDLESS // 4
+
+
+async def test_a_reconciled_create_answered_past_the_limit_is_found_not_sent_again(
+    dots_emulator: DotsEmulator,
+) -> None:
+    """A 2xx over the limit took effect, as any 2xx whose body is not the documented
+    JSON: with `reconcile=True` the flow it made is looked up and returned."""
+    dots_emulator.pad_next(size=ENDLESS, chunked=True)
+    async with aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url,
+        max_response_size=LIMIT,
+    ) as dots:
+        async with asyncio.timeout(30):
+            flow = await dots.flows.create(
+                steps=["compliance"], reconcile=aiodots.Reconcile(settle=0.01)
+            )
+    assert list(dots_emulator.flows) == [flow.id]
+    assert dots_emulator.stats.created == 1
 
 
 def test_the_default_limit_is_32_mib() -> None:

@@ -29,7 +29,7 @@ import attrs
 from aiohttp import web
 
 from .api import ApiState, IdempotencyMode, ListOrder
-from .faults import FaultPlan, FaultState, ForcedResponse
+from .faults import FaultPlan, FaultState, ForcedResponse, Padding
 from .spec import InvalidInput as SpecViolation
 from .spec import load_spec
 from .validation import InvalidInput, validate_create_flow
@@ -41,6 +41,8 @@ DEFAULT_CLIENT_ID = "emulator-client-id"
 DEFAULT_API_KEY = "emulator-api-key"
 #: the largest request body read (aiohttp refuses a larger one while reading it)
 _MAX_BODY = 1024**2
+#: what `pad_next` pads with, a piece at a time
+_PADDING = b" " * (64 * 1024)
 _HTML_502 = (
     "<html><head><title>502 Bad Gateway</title></head><body>"
     "<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
@@ -95,6 +97,10 @@ class EmulatorStats:
     #: requests seen per `idempotency_key`
     requests_per_key: Counter[str] = attrs.Factory(Counter)
     resets: int = 0
+    #: body bytes written for `pad_next` answers, and how many of them the client hung up
+    #: on before their end
+    padded_bytes_sent: int = 0
+    padded_cut_off: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
     #: arrival times (time.monotonic()) of the latest requests, for rate assertions
@@ -238,6 +244,16 @@ class DotsEmulator:
         (The object exists: this is the case a client must not silently retry.)"""
         self._faults.truncations_pending += count
 
+    def pad_next(self, count: int = 1, *, size: int, chunked: bool = False) -> None:
+        """Process the next `count` successful requests, then send their JSON padded with
+        spaces to `size` bytes (still valid JSON; as is if already larger): with a
+        `Content-Length`, or `chunked` without one. Written as the client reads it, and
+        stopped when it hangs up: `size` may be far more than it will ever read.
+        `stats.padded_bytes_sent` and `stats.padded_cut_off` say how far it got."""
+        if size < 0:
+            raise ValueError(f"size must be 0 or more, not {size}")
+        self._faults.paddings.extend([Padding(size, chunked)] * count)
+
     # One-shot faults after processing (the object exists; the answer is lost or wrong).
     def reset_after_next(self, count: int = 1) -> None:
         """Process the next `count` successful requests, then drop their connections."""
@@ -358,19 +374,48 @@ class DotsEmulator:
                 return None
             if after is not None:
                 return _forced_response(after)
-        # Only a successful answer with a body is cut (and uses the fault up): an error
-        # in between must not spend it, or the create it was meant for arrives whole.
+        # Only a successful answer with a body is cut or padded (and uses the fault up):
+        # an error in between must not spend it, or the create it was meant for arrives
+        # whole.
         if (
             200 <= response.status < 300
             and isinstance(response, web.Response)
             and response.body
-            and faults.take_truncation()
         ):
-            raw = bytes(response.body)  # type: ignore[arg-type]
-            return web.Response(
-                status=response.status, body=raw[: len(raw) // 2],
-                content_type="application/json", headers=limit_headers,
-            )
+            if faults.take_truncation():
+                raw = bytes(response.body)  # type: ignore[arg-type]
+                return web.Response(
+                    status=response.status, body=raw[: len(raw) // 2],
+                    content_type="application/json", headers=limit_headers,
+                )
+            padding = faults.take_padding()
+            if padding is not None:
+                return await self._send_padded(request, response, padding, limit_headers)
+        return response
+
+    async def _send_padded(
+        self, request: web.Request, answer: web.Response, padding: Padding,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        raw = bytes(answer.body)  # type: ignore[arg-type]
+        size = max(padding.size, len(raw))
+        response = web.StreamResponse(status=answer.status, headers=headers)
+        response.content_type = "application/json"
+        if padding.chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = size
+        await response.prepare(request)
+        piece, left = raw, size
+        try:
+            while left:
+                await response.write(piece)  # waits while the client does not read
+                self.stats.padded_bytes_sent += len(piece)
+                left -= len(piece)
+                piece = _PADDING[: min(left, len(_PADDING))]
+            await response.write_eof()
+        except ConnectionError:  # the client hung up before the end, as it may
+            self.stats.padded_cut_off += 1
         return response
 
     def _auth_problem(self, header: str | None) -> str:

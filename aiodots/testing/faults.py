@@ -13,7 +13,7 @@ from typing import Literal
 
 import attrs
 
-__all__ = ["FaultPlan", "ForcedResponse", "ServerRateLimit", "TokenBucket"]
+__all__ = ["FaultPlan", "ForcedResponse", "Padding", "ServerRateLimit", "TokenBucket"]
 
 RetryAfterForm = Literal["seconds", "http-date", "none"]
 LimitHeaders = Literal["none", "x-ratelimit", "ietf"]
@@ -48,8 +48,8 @@ class FaultPlan:
       (502 by default) instead: the object exists, the answer says it failed;
     - `rate_limit`: a server-side token bucket (see `ServerRateLimit`).
 
-    One-shot faults (`fail_next`, `reset_next`, `truncate_next`, `reset_after_next`,
-    `fail_after_next`) live on the emulator.
+    One-shot faults (`fail_next`, `reset_next`, `truncate_next`, `pad_next`,
+    `reset_after_next`, `fail_after_next`) live on the emulator.
     """
 
     rate_limit: ServerRateLimit | None = None
@@ -80,6 +80,15 @@ class ForcedResponse:
     status: int
     body: Literal["json", "html", "truncated"] = "json"
     retry_after: str | None = None
+
+
+@attrs.frozen
+class Padding:
+    """A successful answer's JSON padded with spaces to `size` bytes (still JSON), sent
+    with a `Content-Length`, or chunked without one."""
+
+    size: int
+    chunked: bool = False
 
 
 class TokenBucket:
@@ -139,6 +148,7 @@ class FaultState:
         self.forced: deque[ForcedResponse] = deque()
         self.resets_pending = 0
         self.truncations_pending = 0
+        self.paddings: deque[Padding] = deque()
         #: one-shot faults applied after processing: "reset" or a response to send instead
         self.after_processing: deque[ForcedResponse | Literal["reset"]] = deque()
         self.set_plan(plan)
@@ -173,6 +183,9 @@ class FaultState:
             self.truncations_pending -= 1
             return True
         return False
+
+    def take_padding(self) -> Padding | None:
+        return self.paddings.popleft() if self.paddings else None
 
     def take_after_processing(self, method: str) -> ForcedResponse | Literal["reset"] | None:
         """The fault for a request its endpoint has just processed successfully, if any:
