@@ -189,9 +189,9 @@ class Reconcile:
 def is_ambiguous(exc: BaseException) -> bool:
     """Whether a failed create may have taken effect: the failures the retry policy refuses
     to repeat for `Replay.UNPROCESSED_ONLY` for that very reason."""
-    if isinstance(exc, InvalidResponseError):
-        return exc.status is not None and 200 <= exc.status < 300  # it did take effect
-    if isinstance(exc, APIError):
+    if _certainly_created(exc):
+        return True
+    if isinstance(exc, APIError):  # an answer over `max_response_size` too, by its status
         return exc.status in _AMBIGUOUS_STATUSES
     return isinstance(exc, APIConnectionError) and not isinstance(exc, ConnectFailed)
 

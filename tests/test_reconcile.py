@@ -363,7 +363,14 @@ async def test_a_scan_that_would_read_too_far_fails_instead() -> None:
         (aiodots.RateLimitError("x", status=429, **AT), False),
         (aiodots.BadRequestError("x", status=400, **AT), False),
         (aiodots.InvalidResponseError("x", status=200, **AT), True),
-        (aiodots.InvalidResponseError("x", status=500, **AT), False),
+        (aiodots.ResponseTooLargeError("x", limit=1, size=2, declared=True, status=200, **AT),
+         True),
+        # An answer too large to read is judged by its status, as any other answer is: a
+        # create answered 500 may have gone through, one answered 503 did not.
+        (aiodots.ResponseTooLargeError("x", limit=1, size=2, declared=True, status=500, **AT),
+         True),
+        (aiodots.ResponseTooLargeError("x", limit=1, size=2, declared=True, status=503, **AT),
+         False),
         (aiodots.ValidationError("x"), False),
     ],
 )
