@@ -166,7 +166,11 @@ class UnprocessableEntityError(APIError):
 
 
 class RateLimitError(APIError):
-    """429. `retry_after` is the server's requested wait in seconds, when it gave one."""
+    """429. `retry_after` is the server's requested wait in seconds, when it gave one.
+
+    Also raised before sending, with no response (`headers` empty), when a limit the
+    server announced or a pause it asked for would hold the call longer than
+    `max_retry_after`: `retry_after` is then that wait."""
 
 
 class ServerError(APIError):

@@ -3,6 +3,11 @@
 `RateLimiter` is the interface the transport talks to; `AdaptiveRateLimiter` is the
 in-memory default. A limiter shared between processes (Redis, say) implements the same
 two methods and is passed as `Client(rate_limiter=...)`; the transport does not change.
+
+What the server asks for (a Retry-After pause, an announced limit) can hold a call for
+as long as the server likes. A limiter that is also a `BoundedLimiter` refuses such a
+wait when it is longer than the call accepts (`RetryPolicy.max_retry_after`), and the
+call fails at once with `RateLimitError`, as it does on a Retry-After that long.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from .errors import DotsError
 from .ratelimit_estimate import Phase, estimate_bucket
 from .ratelimit_headers import announced_rate, limit_signal, parse_rate_limit_headers
 from .running_loop import running_loop
 
 __all__ = [
-    "AdaptiveRateLimiter", "CredentialBound", "HeaderAwareLimiter", "ImmediateLimiter",
-    "RateLimit", "RateLimiter",
+    "AdaptiveRateLimiter", "BoundedLimiter", "CredentialBound", "HeaderAwareLimiter",
+    "ImmediateLimiter", "RateLimit", "RateLimiter", "WaitTooLong",
 ]
 
 
@@ -69,6 +75,33 @@ class ImmediateLimiter(Protocol):
     def try_acquire(self) -> float | None:
         """Take a slot if one is free now and nobody is queued for one, and return the
         limiter's clock (`now()`); None, without waiting, if there is none."""
+        ...
+
+
+class WaitTooLong(DotsError):
+    """What the server asked for would hold a call longer than it accepts: raised by
+    `BoundedLimiter.acquire_within` instead of waiting, before anything is sent. The
+    transport turns it into the call's `RateLimitError`."""
+
+    def __init__(self, seconds: float, cause: str) -> None:
+        super().__init__(f"{cause} would hold the call {seconds:.0f} s")
+        #: how long the call would have waited
+        self.seconds = seconds
+        #: what holds it: "a Retry-After pause", "the server's announced rate limit"
+        self.cause = cause
+
+
+@runtime_checkable
+class BoundedLimiter(Protocol):
+    """A limiter that can refuse a wait a call will not accept. Optional: the transport
+    awaits `acquire_within(max_wait)` instead of `acquire()` where a limiter has it."""
+
+    def acquire_within(self, max_wait: float) -> Awaitable[float]:
+        """As `acquire`, but raise `WaitTooLong` at once, taking no slot, where what the
+        server asked for (what is left of a Retry-After pause, the time to the next slot
+        at a rate it announced) would hold the call longer than `max_wait` seconds. The
+        waits of a limit of the client's own (a ceiling, the adaptive rate) are its own
+        choice, and a queue of the caller's own calls is theirs: neither is refused."""
         ...
 
 
@@ -124,6 +157,8 @@ class AdaptiveRateLimiter:
       once.
     - Waiters are served first come, first served; the head of the queue alone sleeps
       until the next token, so a thousand waiting tasks cost one timer, not a thousand.
+    - `acquire_within(max_wait)` (`BoundedLimiter`) refuses, with `WaitTooLong`, a wait
+      for what the server asked (a pause, an announced limit) longer than `max_wait`.
     """
 
     SLOW_START_DOUBLING = 0.25
@@ -253,10 +288,14 @@ class AdaptiveRateLimiter:
         now = self._clock()
         return now if not self._waiters and self._take(now) else None
 
-    async def acquire(self) -> float:
+    async def acquire(self, max_wait: float = math.inf) -> float:
+        """Wait until one request may be sent; see `BoundedLimiter` for `max_wait`."""
         started = self._clock()
         if not self._waiters and self._take(started):
             return 0.0
+        if self._waiters:
+            # Queued behind others it waits at least this long: refused before queueing.
+            self._refuse_longer(started, max_wait)
         waiter = running_loop().create_future()
         self._waiters.append(waiter)
         if len(self._waiters) == 1:
@@ -267,10 +306,30 @@ class AdaptiveRateLimiter:
                 now = self._clock()
                 if self._take(now, backlog=True):
                     break
+                self._refuse_longer(now, max_wait)
                 await self._sleep(self._time_to_token(now))
         finally:
             self._leave(waiter)
         return self._clock() - started
+
+    def acquire_within(self, max_wait: float) -> Awaitable[float]:
+        return self.acquire(max_wait)
+
+    def _refuse_longer(self, now: float, max_wait: float) -> None:
+        """Raise `WaitTooLong` where what the server asked for holds a send at `now`
+        longer than `max_wait`: what is left of a pause, or, where the rate is the one
+        the server announced, the time to the next token at it."""
+        if now < self._pause_until:
+            wait, cause = self._pause_until - now, "a Retry-After pause"
+        else:
+            rate, announced = self._rate, self._announced
+            if rate is None or announced is None or rate < announced:
+                return  # not the server's: a ceiling of the client's own, or a cut below it
+            # The tokens as `_take` would count them now (the most a queue may hold).
+            tokens = min(self._capacity + 1, self._tokens + (now - self._refilled_at) * rate)
+            wait, cause = (1 - tokens) / rate, "the server's announced rate limit"
+        if wait > max_wait:
+            raise WaitTooLong(wait, cause)
 
     def _leave(self, waiter: asyncio.Future[None]) -> None:
         if self._waiters and self._waiters[0] is waiter:

@@ -278,7 +278,11 @@ class RetryPolicy:
     - `max_retries`: retries after the first attempt (0 turns retrying off).
     - `backoff_initial` / `backoff_max`: the jittered exponential wait between attempts.
     - `max_retry_after`: a server asking for a longer wait than this fails the call at
-      once with `RateLimitError` rather than holding it (and every other caller) hostage.
+      once with `RateLimitError` rather than holding it (and every other caller) hostage:
+      a `Retry-After`, and, before a send, a wait the limiter would impose for the
+      server (what is left of a pause, the time to its next slot at a limit the server
+      announced). Waits under a second are never refused, nor those of a `rate_limit`
+      of the client's own.
     - `deadline`: seconds for the whole call, all attempts and waits included; None: no cap.
     """
 

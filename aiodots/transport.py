@@ -35,6 +35,7 @@ from .errors import (
     DotsError,
     IdempotencyKeyReusedError,
     NotSentTimeout,
+    RateLimitError,
     TLSVerificationError,
     UnreadableResponseError,
     ValidationError,
@@ -42,7 +43,13 @@ from .errors import (
     excerpt,
     response_too_large,
 )
-from .ratelimit import HeaderAwareLimiter, ImmediateLimiter, RateLimiter
+from .ratelimit import (
+    BoundedLimiter,
+    HeaderAwareLimiter,
+    ImmediateLimiter,
+    RateLimiter,
+    WaitTooLong,
+)
 from .retry import (
     Replay,
     RetryBudget,
@@ -60,6 +67,11 @@ __all__ = ["MAX_RESPONSE_SIZE", "CallOptions", "ClientStats", "Transport", "defa
 log = logging.getLogger("aiodots")
 
 T = TypeVar("T")
+
+#: The shortest wait for the limiter that `max_retry_after` can refuse. A Retry-After
+#: asks for whole seconds, so a `max_retry_after` below one refuses every pause; it must
+#: not also refuse the pacing of a limit the server announces (100/s: 10 ms a call).
+_SHORTEST_REFUSED_WAIT = 1.0
 
 USER_AGENT = f"aiodots/{__version__}"
 
@@ -310,6 +322,10 @@ class Transport:
         # A limiter that reads the server's rate-limit headers, if this one does.
         self._header_limiter = limiter if isinstance(limiter, HeaderAwareLimiter) else None
         self._try_acquire = limiter.try_acquire if isinstance(limiter, ImmediateLimiter) else None
+        # A limiter that can refuse a wait longer than a call accepts, if this one can.
+        self._acquire_within = (
+            limiter.acquire_within if isinstance(limiter, BoundedLimiter) else None
+        )
         self._budget = budget
         self._stats = stats
         self._sleep = sleep
@@ -516,13 +532,30 @@ class Transport:
             self._budget.on_success(spent)
         return result
 
+    async def _acquire(self, request: _Request) -> float:
+        """The limiter's wait. What the server asked for (a pause, an announced limit)
+        holds the call no longer than `max_retry_after`, as a Retry-After would not: a
+        server announcing one request a day must not hold a web handler for a day."""
+        acquire_within = self._acquire_within
+        if acquire_within is None:
+            return await self._limiter.acquire()
+        try:
+            return await acquire_within(max(request.max_pause, _SHORTEST_REFUSED_WAIT))
+        except WaitTooLong as exc:
+            raise RateLimitError(
+                f"not sent: {exc.cause} would hold the call {exc.seconds:.0f} s, longer than"
+                f" max_retry_after ({request.max_pause:g} s)",
+                status=429, method=request.method, path=request.path,
+                retry_after=exc.seconds,
+            ) from None
+
     async def _acquire_by_deadline(self, request: _Request) -> float:
         """The limiter's wait, cut short when the call's deadline passes: a pause that
         another call's 429 set, or a queue, must not hold a call past its deadline."""
         assert request.deadline_at is not None
         try:
             async with asyncio.timeout(request.deadline_at - time.monotonic()):
-                return await self._limiter.acquire()
+                return await self._acquire(request)
         except TimeoutError:
             raise NotSentTimeout(
                 "the call's deadline passed while it waited for the rate limit",
@@ -540,7 +573,7 @@ class Transport:
             sent_at = None if try_acquire is None else try_acquire()
             if sent_at is None:
                 if request.deadline_at is None:
-                    waited = await self._held(limiter.acquire)
+                    waited = await self._held(lambda: self._acquire(request))
                 else:
                     waited = await self._held(lambda: self._acquire_by_deadline(request))
                 if waited:

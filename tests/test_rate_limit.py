@@ -92,6 +92,62 @@ async def test_a_429_without_a_pause_while_a_pause_runs_is_part_of_it(
     assert lim.paused_until <= lim.now()
 
 
+async def test_a_wait_the_server_asked_for_past_max_wait_is_refused_without_a_slot(
+    fake_sleep: FakeSleep,
+) -> None:
+    woken = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:  # a wait that lasts until the test ends it
+        await woken.wait()
+        await fake_sleep(seconds)
+
+    lim = AdaptiveRateLimiter(clock=fake_sleep.now, sleep=sleep)
+    assert isinstance(lim, aiodots.ratelimit.BoundedLimiter)
+    await lim.acquire()
+    # The tightest policy wins: one request a day.
+    lim.on_headers({"RateLimit-Policy": "1;w=86400, 100;w=1"})
+    with pytest.raises(aiodots.ratelimit.WaitTooLong) as caught:
+        await lim.acquire_within(60)
+    assert caught.value.seconds == pytest.approx(86400)
+    assert "announced" in caught.value.cause
+    assert fake_sleep.waits == []
+    assert not lim._waiters
+    # A caller queued behind one that waits is refused at once too, not when its turn comes.
+    held = asyncio.create_task(lim.acquire())
+    await asyncio.sleep(0)
+    assert len(lim._waiters) == 1
+    with pytest.raises(aiodots.ratelimit.WaitTooLong):
+        await lim.acquire_within(60)
+    assert len(lim._waiters) == 1
+    woken.set()
+    assert await held == pytest.approx(86400)  # on the virtual clock
+
+
+async def test_a_short_announced_wait_is_honoured(fake_sleep: FakeSleep) -> None:
+    lim = limiter(fake_sleep)
+    await lim.acquire()
+    lim.on_headers({"RateLimit-Policy": "1;w=30"})
+    assert await lim.acquire_within(60) == pytest.approx(30)
+    assert sum(fake_sleep.waits) == pytest.approx(30)
+
+
+async def test_a_pause_past_max_wait_is_refused_and_a_ceilings_own_waits_never_are(
+    fake_sleep: FakeSleep,
+) -> None:
+    # A pause a caller with a longer max_retry_after let the limiter take (a limiter
+    # shared by two clients).
+    lim = limiter(fake_sleep)
+    lim.on_response(429, lim.now(), 300.0)
+    with pytest.raises(aiodots.ratelimit.WaitTooLong, match="Retry-After") as caught:
+        await lim.acquire_within(60)
+    assert caught.value.seconds == pytest.approx(300)
+    assert await lim.acquire_within(600) == pytest.approx(300)
+    # One call every 100 s is the client's own choice: waited, whatever max_wait says.
+    slow = limiter(fake_sleep, RateLimit(rate=0.01))
+    await slow.acquire()
+    assert await slow.acquire_within(60) == pytest.approx(100)
+
+
 async def test_a_ceiling_is_never_exceeded_by_concurrent_callers(fake_sleep: FakeSleep) -> None:
     lim = limiter(fake_sleep, RateLimit(10, burst=3))
     starts: list[float] = []
@@ -269,6 +325,27 @@ async def test_a_too_long_retry_after_fails_fast(dots_emulator: DotsEmulator) ->
         assert time.monotonic() - started < 0.5
     assert caught.value.retry_after == 120
     assert dots_emulator.stats.requests == 1
+
+
+@pytest.mark.parametrize("headers", ["x-ratelimit", "ietf"])
+async def test_an_announced_limit_that_would_hold_a_call_past_max_retry_after_fails_it_fast(
+    dots_emulator: DotsEmulator, headers: Any
+) -> None:
+    """A server announcing one request a day held every call after the first for a day:
+    only a per-call deadline bounded the wait, and a web handler awaiting one hung."""
+    dots_emulator.set_faults(FaultPlan(rate_limit=ServerRateLimit(
+        rate=1 / 86400, burst=1, headers=headers,
+    )))
+    async with client_for(dots_emulator, max_retry_after=30) as dots:
+        await dots.flows.create(steps=["payout"])  # its answer announces the limit
+        async with asyncio.timeout(5):
+            with pytest.raises(aiodots.RateLimitError, match="not sent") as caught:
+                await dots.flows.create(steps=["payout"])
+        failures = dots.stats.failures
+    assert caught.value.retry_after == pytest.approx(86400, rel=0.01)
+    assert caught.value.status == 429
+    assert dots_emulator.stats.requests == 1  # never sent
+    assert failures == 1
 
 
 async def test_a_refused_retry_after_does_not_hold_the_other_callers(

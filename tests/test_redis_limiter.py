@@ -18,6 +18,7 @@ from pytest_redis.executor import RedisExecutor
 
 import aiodots
 from aiodots.contrib.redis import RateLimiterUnavailableError, RedisRateLimiter
+from aiodots.ratelimit import BoundedLimiter, WaitTooLong
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
 
 from .redis_fixtures import url_of
@@ -119,6 +120,34 @@ async def test_a_429_with_retry_after_in_one_process_pauses_the_others(
     await asyncio.sleep(0.05)  # the report goes out on its own, without waiting for a call
     waited = await second.acquire()
     assert 0.4 <= waited <= 2.0
+
+
+async def test_a_pause_from_another_process_past_this_ones_max_retry_after_fails_fast(
+    limiters: Factory, dots_emulator: DotsEmulator
+) -> None:
+    """A bulk job that accepts a 300 s Retry-After told Redis of its pause, and a web
+    worker on the same key that accepts 30 s waited the 300 s out."""
+    job, worker = limiters(ceiling=100), limiters(ceiling=100)
+    for limiter in (job, worker):
+        limiter.bind_credentials(**dots_emulator.credentials)
+    await job.acquire()
+    job.on_response(429, job.now(), 300.0)
+    await asyncio.sleep(0.05)  # told to Redis
+    assert isinstance(worker, BoundedLimiter)
+    async with aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url, rate_limiter=worker,
+        max_retry_after=30,
+    ) as dots, asyncio.timeout(5):
+        with pytest.raises(aiodots.RateLimitError, match="Retry-After pause") as caught:
+            await dots.flows.create(steps=["payout"])
+        # ... and while this process knows of the pause already, as at once
+        with pytest.raises(aiodots.RateLimitError):
+            await dots.flows.create(steps=["payout"])
+    assert caught.value.retry_after is not None
+    assert 290 <= caught.value.retry_after <= 300
+    assert dots_emulator.stats.requests == 0
+    with pytest.raises(WaitTooLong):  # the job's own wait, had it accepted less
+        await job.acquire_within(60)
 
 
 async def test_a_429_in_one_process_lowers_the_rate_of_all(limiters: Factory) -> None:

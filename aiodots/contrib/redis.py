@@ -7,6 +7,9 @@ processes on many machines behave as one `AdaptiveRateLimiter` would:
 - one round trip per acquire at most, and fewer under load: the caller at the head of a
   process's queue reserves slots for the callers behind it too;
 - one process's 429 lowers everyone's rate, and its Retry-After pauses every process;
+- a pause another process told (a Retry-After it accepted) holds this one no longer
+  than this client's `max_retry_after`: longer, and the call fails at once with
+  `RateLimitError`, as on a Retry-After that long of its own (`BoundedLimiter`);
 - when Redis is unreachable, `on_redis_error="local"` limits each process to its share of
   the last known rate (shared by the processes seen alive), `"raise"` fails the call
   with `RateLimiterUnavailableError`. It never runs unlimited on account of Redis, and
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import string
 import time
 import uuid
@@ -40,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from aiodots.auth import without_userinfo
 from aiodots.errors import DotsError
-from aiodots.ratelimit import AdaptiveRateLimiter, RateLimit
+from aiodots.ratelimit import AdaptiveRateLimiter, RateLimit, WaitTooLong
 
 __all__ = ["RateLimiterUnavailableError", "RedisRateLimiter"]
 
@@ -81,6 +85,12 @@ def _pause_left(retry_after: float, answered_at: float, now: float) -> float:
     if retry_after <= 0:
         return 0.0
     return max(0.001, retry_after - (now - answered_at))
+
+
+def _refuse_pause(paused: float, max_wait: float) -> None:
+    """`WaitTooLong` where a pause would hold the call longer than it accepts."""
+    if paused > max_wait:
+        raise WaitTooLong(paused, "a Retry-After pause")
 
 
 def _from_url(url: str) -> aioredis.Redis:
@@ -253,22 +263,30 @@ class RedisRateLimiter:
 
     # -- waiting ------------------------------------------------------------------------
 
-    async def acquire(self) -> float:
+    async def acquire(self, max_wait: float = math.inf) -> float:
+        """Wait until one request may be sent; see `BoundedLimiter` for `max_wait`."""
         started = self._clock()
         while True:
             fallback = self._fallback_in_use()
             if fallback is not None:
-                if await self._acquire_locally(fallback):
+                if await self._acquire_locally(fallback, max_wait):
                     break
                 continue  # Redis is back: take a shared slot instead
             paused = self._pause_until - self._clock()
             if paused > 0:
                 # Known here already (this process's own 429): no slot before it ends.
+                _refuse_pause(paused, max_wait)
                 await self._sleep(paused)
                 continue
             slot = await self._slot()
             if slot is None:
                 continue  # fell back meanwhile
+            paused = self._pause_until - self._clock()
+            if paused > max_wait:
+                # A pause Redis told of with the slot (which lies after it): left for a
+                # caller that accepts the wait.
+                self._spare.appendleft(slot)
+                _refuse_pause(paused, max_wait)
             delay = slot - self._clock()
             if delay > 0:
                 await self._sleep(delay)
@@ -277,16 +295,21 @@ class RedisRateLimiter:
                 break
         return self._clock() - started
 
-    async def _acquire_locally(self, fallback: AdaptiveRateLimiter) -> bool:
+    def acquire_within(self, max_wait: float) -> Awaitable[float]:
+        return self.acquire(max_wait)
+
+    async def _acquire_locally(self, fallback: AdaptiveRateLimiter, max_wait: float) -> bool:
         """Wait on the local fallback; False if Redis came back first (one limiter
         must not go on granting beside the other)."""
         # Slots handed out by Redis before it went away are used first, and a pause a
         # server asked for (a Retry-After) holds here as on the shared path.
-        before = max(self._reserved_until, self._pause_until) - self._clock()
+        now = self._clock()
+        _refuse_pause(self._pause_until - now, max_wait)
+        before = max(self._reserved_until, self._pause_until) - now
         if before > 0:
             await self._sleep(before)
         back = self._redis_back
-        local: asyncio.Future[float] = asyncio.ensure_future(fallback.acquire())
+        local: asyncio.Future[float] = asyncio.ensure_future(fallback.acquire(max_wait))
         try:
             if back is None:
                 await local
@@ -294,7 +317,10 @@ class RedisRateLimiter:
                 either: list[asyncio.Future[Any]] = [local, back]
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             # Let through only by the fallback: not when Redis came back first.
-            return local.done() and not local.cancelled()
+            if not local.done() or local.cancelled():
+                return False
+            local.result()  # a wait the fallback refused (WaitTooLong) is this call's
+            return True
         finally:
             if not local.done():
                 local.cancel()
