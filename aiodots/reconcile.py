@@ -41,6 +41,7 @@ import attrs
 from .errors import (
     APIConnectionError,
     APIError,
+    ClientClosedError,
     ConnectFailed,
     DotsError,
     InvalidResponseError,
@@ -124,7 +125,8 @@ class ReconcileEvent:
     - `ambiguous`: send number `attempt` of call `call_id` failed after the request left;
     - `found`: the look-up found the object: the call returns it;
     - `not-found`: it provably was not created: the call sends again (if attempts remain);
-    - `gave-up`: the call fails with its last error (attempts spent, or the look-up failed);
+    - `gave-up`: the call fails with its last error (attempts spent, or the look-up failed),
+      or with `ClientClosedError` (the client closed while it waited for the look-up);
     - `scan`: one shared look-up finished: `pages` list requests served `calls` calls.
     """
 
@@ -349,6 +351,10 @@ async def _scan(
 # -- the coordinator ---------------------------------------------------------------------
 
 
+def _unheld(wait: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+    return wait()
+
+
 @attrs.define(eq=False)
 class Waiter(Generic[Obj, B]):
     call_id: str
@@ -362,6 +368,10 @@ class Coordinator(Generic[Obj, B]):
     which the calls waiting at the same time share one scan. Subclasses say what bounds
     a call's look-up (`_bound`), what they learn from an object a call got (`_got`) and
     how one scan reads the list (`_scan`).
+
+    `hold(wait)` awaits a call's wait for its look-up (`settle`, then the scan): the
+    client's `Transport.held`, so that closing the client ends it with
+    `ClientClosedError`, as it ends a call waiting for the limiter or a backoff.
     """
 
     def __init__(
@@ -370,10 +380,12 @@ class Coordinator(Generic[Obj, B]):
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        hold: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
     ) -> None:
         self.settings = settings
         self._sleep = sleep
         self._clock = clock
+        self._hold = hold or _unheld
         self._waiting: list[Waiter[Obj, B]] = []
         self._serving: list[Waiter[Obj, B]] = []
         self._task: asyncio.Task[None] | None = None
@@ -442,6 +454,15 @@ class Coordinator(Generic[Obj, B]):
             lookup_error: DotsError | None = None
             try:
                 found = await self._look_up(call_id, bound)
+            except ClientClosedError as closed:
+                # Ended, as any call the client still held: but not as if it failed
+                # cleanly, since the send it did not look up may have created the object.
+                closed.add_note(
+                    f"reconciliation: send {attempt} of call {call_id} failed after the"
+                    f" request left ({last}) and was not looked up: it may have taken effect"
+                )
+                self._emit("gave-up", call_id, attempt=attempt)
+                raise closed from last
             except DotsError as exc:
                 lookup_error = exc
             if lookup_error is not None:
@@ -484,13 +505,15 @@ class Coordinator(Generic[Obj, B]):
         if self._task is None or self._task.done() or self._task.cancelling():
             self._task = asyncio.create_task(self._rounds(), name="aiodots-reconcile")
         try:
-            return await future
-        except asyncio.CancelledError:
-            # This call was cancelled (its future with it): stop the look-up if it was
-            # the last one waiting, so no task outlives the calls it serves.
+            found: Obj | None = await self._hold(lambda: future)
+        except (asyncio.CancelledError, ClientClosedError):
+            # This call was cancelled, or its client closed (its future with it): stop
+            # the look-up if it was the last one waiting, so no task outlives the calls
+            # it serves.
             future.cancel()
             self._stop_if_unwanted()
             raise
+        return found
 
     def _stop_if_unwanted(self) -> None:
         pending = [w for w in (*self._waiting, *self._serving) if not w.future.done()]
@@ -549,8 +572,9 @@ class Reconciler(Coordinator[T, datetime]):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        hold: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
     ) -> None:
-        super().__init__(settings, sleep=sleep, clock=clock)
+        super().__init__(settings, sleep=sleep, clock=clock, hold=hold)
         self._newest_first = newest_first
         self._now = now
         # The newest `created` among objects this reconciler's calls got back: on the

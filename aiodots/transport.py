@@ -382,6 +382,11 @@ class Transport:
             self._holding.discard(task)
             self._ended.discard(task)
 
+    def held(self, wait: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        """`wait()` cut short by `close` with ClientClosedError, as the limiter's wait and
+        a backoff are: for a call's waits outside the transport (reconciliation's)."""
+        return self._held(wait)
+
     def _backoff(self, seconds: float) -> Awaitable[None]:
         return self._held(lambda: self._sleep(seconds))
 

@@ -52,7 +52,7 @@ import bisect
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -194,8 +194,9 @@ class WatermarkReconciler(Coordinator[Obj, int]):
         watermark: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        hold: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
     ) -> None:
-        super().__init__(settings, sleep=sleep, clock=clock)
+        super().__init__(settings, sleep=sleep, clock=clock, hold=hold)
         self._listed = listed
         self._tick = 0
         self._known: dict[str, Known] = {}  # in the order got: the oldest forgotten first

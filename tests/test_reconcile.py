@@ -562,6 +562,47 @@ async def test_leaving_a_reconciled_batch_early_leaves_no_look_up_running(
     assert dots_emulator.stats.created == 6
 
 
+@pytest.mark.parametrize("how", ["create", "create_many"])
+async def test_closing_the_client_ends_a_reconciled_call_waiting_to_look_up_at_once(
+    dots_emulator: DotsEmulator, how: str
+) -> None:
+    """A create whose answer was lost waits `settle` before it is looked up; `close()`
+    left it waiting the whole settle, and only then failed, where every other call
+    waiting to be sent ends at once with ClientClosedError."""
+    dots_emulator.reset_after_next()
+    events: list[ReconcileEvent] = []
+    settings = Reconcile(settle=30.0, on_event=events.append)
+    dots = aiodots.Client(**dots_emulator.credentials, base_url=dots_emulator.base_url)
+
+    async def call() -> Any:
+        if how == "create":
+            return await dots.flows.create(steps=["payout"], reconcile=settings)
+        (item,) = [i async for i in dots.flows.create_many(
+            [{"steps": ["payout"]}], reconcile=settings
+        )]
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    task = asyncio.create_task(call())
+    async with asyncio.timeout(5):
+        while not events:  # noqa: ASYNC110 - the lost answer: the settle begins
+            await asyncio.sleep(0.01)
+    async with asyncio.timeout(2):
+        await dots.close()
+        with pytest.raises(aiodots.ClientClosedError, match="closed") as raised:
+            await task
+    # What it does not know is said: the create may have taken effect.
+    assert isinstance(raised.value.__cause__, aiodots.APIConnectionError)
+    assert "may have taken effect" in "".join(raised.value.__notes__)
+    assert [e.kind for e in events] == ["ambiguous", "gave-up"]
+    async with asyncio.timeout(1):
+        while [t for t in asyncio.all_tasks() if t.get_name() == "aiodots-reconcile"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # the look-up nobody waits for is cancelled too
+    assert list_requests(dots_emulator) == 0
+    assert dots_emulator.stats.created == 1
+
+
 async def test_an_unreadable_2xx_that_the_list_does_not_show_is_never_sent_again() -> None:
     server = FakeServer([])
     engine, kinds = reconciler(server)

@@ -6,6 +6,7 @@ stopping rule."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import math
@@ -138,6 +139,27 @@ async def test_a_lone_user_create_that_would_read_past_max_pages_fails_with_a_no
     assert creates_sent(dots_emulator) == 1  # never sent blindly again
     assert list_requests(dots_emulator) == 2
     assert len(dots_emulator.api.users) == 30
+
+
+async def test_closing_the_client_ends_a_reconciled_user_create_waiting_to_look_up(
+    dots_emulator: DotsEmulator,
+) -> None:
+    dots_emulator.reset_after_next()
+    events: list[ReconcileEvent] = []
+    dots = aiodots.Client(**dots_emulator.credentials, base_url=dots_emulator.base_url)
+    task = asyncio.create_task(dots.users.create(
+        **user(1), reconcile=Reconcile(settle=30.0, on_event=events.append)
+    ))
+    async with asyncio.timeout(5):
+        while not events:  # noqa: ASYNC110 - the lost answer: the settle begins
+            await asyncio.sleep(0.01)
+    async with asyncio.timeout(2):  # not the 30 s settle
+        await dots.close()
+        with pytest.raises(aiodots.ClientClosedError, match="closed") as raised:
+            await task
+    assert "may have taken effect" in "".join(raised.value.__notes__)
+    assert list_requests(dots_emulator) == 0
+    assert len(dots_emulator.api.users) == 1
 
 
 async def test_a_reconciled_user_create_that_succeeds_costs_no_list_request(

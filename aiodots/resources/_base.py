@@ -354,7 +354,9 @@ class Resource:
             async for page in self._pages(list_op, None, {"limit": page_size}, overrides).pages():
                 yield page.data
 
-        return WatermarkReconciler(listed, settings, watermark=batch)
+        return WatermarkReconciler(
+            listed, settings, watermark=batch, hold=self._transport.held
+        )
 
 
 #: Keyed creates whose object an earlier attempt made can be found again: both make a

@@ -185,7 +185,7 @@ class Flows:
             async for page in self.list(limit=page_size, **overrides).pages():
                 yield page.data
 
-        return Reconciler(newest_first, settings)
+        return Reconciler(newest_first, settings, hold=self._transport.held)
 
 
 def _created_flow(data: Any, status: int, path: str) -> Flow:
