@@ -47,6 +47,7 @@ from .errors import (
     InvalidResponseError,
     ValidationError,
 )
+from .models.common import Page
 from .models.reserved import CALL_ID_KEY, TaggedMetadata, check_reserved_keys
 from .retry import RETRYABLE_STATUSES, UNPROCESSED_STATUSES
 
@@ -116,6 +117,7 @@ Obj = TypeVar("Obj", bound=Identified)
 B = TypeVar("B")  # what bounds one call's look-up: a cutoff date, a watermark position
 R = TypeVar("R", bound=_Tagged)
 P = TypeVar("P")  # a page of whatever a list holds
+Item = TypeVar("Item")  # whatever a list holds
 
 
 @attrs.frozen(kw_only=True)
@@ -152,8 +154,9 @@ class Reconcile:
     - `overscan`: objects read past the first one older than that, since a list's order
       by `created` need not be strict.
     - `max_attempts`: sends per logical call, the first included.
-    - `max_pages`: list requests one scan may make; a scan that would need more fails the
-      call with its original error rather than read an account's whole history.
+    - `max_pages`: list requests one scan may make; a scan that would need more (the
+      list goes on past its `max_pages`-th page) fails the call with its original error
+      rather than read an account's whole history.
     - `on_event`: called with each `ReconcileEvent` (counts, logs).
 
     Users carry no `created` (`aiodots.watermark`): `clock_skew` and `server_skew` do not
@@ -249,6 +252,31 @@ class ScanTooLong(DotsError):
     """A look-up would have needed more list requests than `Reconcile.max_pages`."""
 
 
+def page_contents(page: Sequence[Item] | Page[Item]) -> tuple[Sequence[Item], bool | None]:
+    """A listed page's objects, and whether more follow it: a `Page` says so (as
+    `Pages.pages()` reads it), a plain sequence does not (None)."""
+    if isinstance(page, Page):
+        return page.data, page.has_more and bool(page.data)
+    return page, None
+
+
+async def more_after(
+    pages: AsyncIterator[Sequence[Item] | Page[Item]], page: Sequence[Item] | Page[Item]
+) -> bool:
+    """Whether the list goes on past `page`, the `max_pages`-th read: a `Page` says so;
+    after a plain sequence the iterator is asked for the next one (a request, for a list
+    that goes on), which is not read. A list that ends exactly there is no reason to
+    give up."""
+    more = page_contents(page)[1]
+    if more is not None:
+        return more
+    try:
+        await anext(pages)
+    except StopAsyncIteration:
+        return False
+    return True
+
+
 #: Objects read before the order is judged, and the share of the changes of `created`
 #: from one listed object to the next that may go up (a newest-first list has a few, from
 #: creates finishing out of order; an oldest-first list has nearly all). Equal times say
@@ -258,7 +286,7 @@ _MAX_INVERSIONS = 0.5
 
 
 async def scan_newest_first(
-    pages: AsyncIterable[Sequence[T]],
+    pages: AsyncIterable[Sequence[T] | Page[T]],
     *,
     cutoff: datetime,
     overscan: int,
@@ -273,7 +301,8 @@ async def scan_newest_first(
     itself newest first by then; a list that has not is read to its end, since stopping
     at a date would prove nothing there. Returns what it found by call id (the oldest
     object when an id shows twice) and the pages it read. `max_pages` set: `ScanTooLong`
-    rather than read further.
+    rather than read further, when more follows the `max_pages`-th page (pages given as
+    `Page`s say so; after a plain sequence the iterator is asked for one more).
     """
     async with closing_pages(pages) as iterator:
         return await _scan(iterator, cutoff, overscan, match, expect, max_pages)
@@ -293,7 +322,7 @@ async def closing_pages(pages: AsyncIterable[P]) -> AsyncIterator[AsyncIterator[
 
 
 async def _scan(
-    pages: AsyncIterator[Sequence[T]],
+    pages: AsyncIterator[Sequence[T] | Page[T]],
     cutoff: datetime,
     overscan: int,
     match: Callable[[str], bool],
@@ -308,7 +337,7 @@ async def _scan(
     warned = False
     async for page in pages:
         read += 1
-        for obj in page:
+        for obj in page_contents(page)[0]:
             seen += 1
             if previous is not None:
                 if obj.created > previous:
@@ -344,7 +373,9 @@ async def _scan(
             else:
                 older_in_a_row = 0
         if max_pages is not None and read >= max_pages:
-            raise ScanTooLong(f"the look-up read {read} pages without reaching its cutoff")
+            if await more_after(pages, page):
+                raise ScanTooLong(f"the look-up read {read} pages without reaching its cutoff")
+            break  # the list ended on the last page it may read
     return found, read
 
 
@@ -561,12 +592,13 @@ class Reconciler(Coordinator[T, datetime]):
     waiting for a look-up at the same time share one scan. One per `create_many` batch,
     or per single reconciled call.
 
-    `newest_first(page_size)` lists the resource a page at a time, newest first.
+    `newest_first(page_size)` lists the resource a page at a time, newest first (as
+    `Page`s, which say where the list ends, or plain sequences).
     """
 
     def __init__(
         self,
-        newest_first: Callable[[int], AsyncIterable[Sequence[T]]],
+        newest_first: Callable[[int], AsyncIterable[Sequence[T] | Page[T]]],
         settings: Reconcile,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,

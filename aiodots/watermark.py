@@ -57,6 +57,7 @@ from typing import Any, TypeVar
 import attrs
 
 from .errors import DotsError
+from .models.common import Page
 from .reconcile import (
     Coordinator,
     Identified,
@@ -65,6 +66,8 @@ from .reconcile import (
     Waiter,
     call_id_of,
     closing_pages,
+    more_after,
+    page_contents,
 )
 
 __all__ = ["Known", "WatermarkReconciler", "scan_to_floor"]
@@ -99,7 +102,7 @@ WATERMARK = Known(since=-1, tick=0)
 
 
 async def scan_to_floor(
-    pages: AsyncIterable[Sequence[Obj]],
+    pages: AsyncIterable[Sequence[Obj] | Page[Obj]],
     *,
     known: Mapping[str, Known],
     wanted: Mapping[str, int],
@@ -111,13 +114,14 @@ async def scan_to_floor(
 
     `known`: the objects the reconciler knew of as the scan began. Returns what it found
     by call id (the first listed when an id shows twice) and the pages it read.
+    `max_pages` set: `ScanTooLong` when more follows the `max_pages`-th page.
     """
     async with closing_pages(pages) as iterator:
         return await _scan(iterator, known, wanted, overscan, max_pages)
 
 
 async def _scan(
-    pages: AsyncIterator[Sequence[Obj]],
+    pages: AsyncIterator[Sequence[Obj] | Page[Obj]],
     known: Mapping[str, Known],
     wanted: Mapping[str, int],
     overscan: int,
@@ -135,7 +139,7 @@ async def _scan(
     position = read = 0
     async for page in pages:
         read += 1
-        for obj in page:
+        for obj in page_contents(page)[0]:
             position += 1
             call_id = call_id_of(obj.metadata)
             if call_id is not None and call_id in wanted:
@@ -163,11 +167,13 @@ async def _scan(
         ):
             return found, read
         if max_pages is not None and read >= max_pages:
-            raise ScanTooLong(
-                f"the look-up read {read} pages without proving where to stop: the list"
-                " did not show newer users first, or there were no users of this batch to"
-                " show it by"
-            )
+            if await more_after(pages, page):
+                raise ScanTooLong(
+                    f"the look-up read {read} pages without proving where to stop: the list"
+                    " did not show newer users first, or there were no users of this batch"
+                    " to show it by"
+                )
+            break  # the list ended on the last page it may read
     return found, read
 
 
@@ -182,13 +188,14 @@ def _settled(since: int, floors: list[tuple[int, int]], position: int, overscan:
 class WatermarkReconciler(Coordinator[Obj, int]):
     """Runs reconciled calls for a resource whose objects carry no `created` (users).
 
-    `listed(page_size)` lists the resource a page at a time, in the API's own order.
+    `listed(page_size)` lists the resource a page at a time, in the API's own order (as
+    `Page`s, which say where the list ends, or plain sequences).
     `watermark=True` (for batches): read the list's first page before the first send.
     """
 
     def __init__(
         self,
-        listed: Callable[[int], AsyncIterable[Sequence[Obj]]],
+        listed: Callable[[int], AsyncIterable[Sequence[Obj] | Page[Obj]]],
         settings: Reconcile,
         *,
         watermark: bool = False,
@@ -246,8 +253,8 @@ class WatermarkReconciler(Coordinator[Obj, int]):
         )
 
 
-async def _first_page(pages: AsyncIterable[Sequence[Obj]]) -> Sequence[Obj]:
+async def _first_page(pages: AsyncIterable[Sequence[Obj] | Page[Obj]]) -> Sequence[Obj]:
     async with closing_pages(pages) as iterator:
         async for page in iterator:
-            return page
+            return page_contents(page)[0]
         return []

@@ -349,6 +349,63 @@ async def test_a_scan_that_would_read_too_far_fails_instead() -> None:
                                 match=lambda c: True, max_pages=3)
 
 
+def listed_pages(
+    objects: Sequence[Obj], size: int, fetched: list[int]
+) -> AsyncIterator[aiodots.Page[Obj]]:
+    """`objects` as the API lists them: pages that say whether more follow, each page
+    counted in `fetched` as it is requested (as `Pages.pages()` stops after a last page
+    without asking for another)."""
+    async def gen() -> AsyncIterator[aiodots.Page[Obj]]:
+        for start in range(0, len(objects), size):
+            fetched.append(start // size + 1)
+            more = start + size < len(objects)
+            yield aiodots.Page(tuple(objects[start:start + size]), has_more=more)
+
+    return gen()
+
+
+@pytest.mark.parametrize("source", ["pages", "sequences"])
+async def test_a_scan_may_read_exactly_max_pages_and_no_more(source: str) -> None:
+    """A list that ended on page `max_pages` raised ScanTooLong as if it went on: a lone
+    create whose look-up needed every page failed instead of being sent again."""
+    def scan(count: int, fetched: list[int]) -> Any:
+        listing = [at(100 - i) for i in range(count)]  # all newer than the cutoff
+        pages = listed_pages(listing, 10, fetched) if source == "pages" else pages_of(
+            listing, 10
+        )
+        return scan_newest_first(pages, cutoff=T0, overscan=0,
+                                 match=lambda c: c == "wanted", max_pages=3)
+
+    fetched: list[int] = []
+    assert await scan(30, fetched) == ({}, 3)  # the list ends on page 3: read whole
+    with pytest.raises(aiodots.reconcile.ScanTooLong):
+        await scan(31, fetched := [])  # a 4th page follows
+    if source == "pages":
+        assert fetched == [1, 2, 3]  # known from the 3rd page: the 4th is never asked for
+
+
+async def test_a_lone_create_whose_look_up_reads_exactly_max_pages_is_sent_again(
+    dots_client: aiodots.Client, dots_emulator: DotsEmulator
+) -> None:
+    for _ in range(20):  # all newer than the cutoff: the list is 2 whole pages of 10
+        await dots_client.flows.create(steps=["payout"])
+    dots_emulator.reset_stats()
+    dots_emulator.reset_next()  # not created: the look-up reads the whole list
+    settings = attrs.evolve(FAST, clock_skew=30.0, page_size=10, max_pages=2)
+    await dots_client.flows.create(steps=["payout"], reconcile=settings)
+    assert list_requests(dots_emulator) == 2
+    assert creates_sent(dots_emulator) == 2  # provably not created: sent again
+    assert len(dots_emulator.flows) == 21
+    # Now the list goes on past page 2: the look-up gives up there.
+    dots_emulator.reset_stats()
+    dots_emulator.reset_next()
+    with pytest.raises(aiodots.APIConnectionError) as raised:
+        await dots_client.flows.create(steps=["payout"], reconcile=settings)
+    assert "could not look call" in "".join(raised.value.__notes__)
+    assert list_requests(dots_emulator) == 2  # never a 3rd page
+    assert creates_sent(dots_emulator) == 1
+
+
 @pytest.mark.parametrize(
     ("exc", "ambiguous"),
     [

@@ -417,6 +417,52 @@ async def test_oldest_first_no_floor_is_proven_and_the_scan_reads_to_the_end() -
         await scan(listing, {**WATER, "a": A, "b": B, "c": C}, {"wanted": 2}, max_pages=3)
 
 
+def listed_pages(
+    objects: Sequence[Obj], size: int, fetched: list[int]
+) -> AsyncIterator[aiodots.Page[Obj]]:
+    async def gen() -> AsyncIterator[aiodots.Page[Obj]]:
+        for start in range(0, len(objects), size):
+            fetched.append(start // size + 1)
+            more = start + size < len(objects)
+            yield aiodots.Page(tuple(objects[start:start + size]), has_more=more)
+
+    return gen()
+
+
+@pytest.mark.parametrize("source", ["pages", "sequences"])
+async def test_a_scan_to_the_end_may_read_exactly_max_pages_and_no_more(source: str) -> None:
+    known = {**WATER, "a": A, "b": B, "c": C}  # oldest first: read to the end
+
+    async def scan_of(count: int, fetched: list[int]) -> tuple[set[str], int]:
+        listing = [*others("w", 2), mine("a"), mine("b"), mine("c"), *others("new", count - 5)]
+        pages = listed_pages(listing, 2, fetched) if source == "pages" else pages_of(listing)
+        found, read = await scan_to_floor(
+            pages, known=known, wanted={"wanted": 2}, overscan=0, max_pages=3
+        )
+        return {obj.id for obj in found.values()}, read
+
+    fetched: list[int] = []
+    assert await scan_of(6, fetched) == (set(), 3)  # the list ends on page 3
+    with pytest.raises(ScanTooLong):
+        await scan_of(7, fetched := [])
+    if source == "pages":
+        assert fetched == [1, 2, 3]
+
+
+async def test_a_lone_user_create_whose_look_up_reads_exactly_max_pages_is_sent_again(
+    dots_client: aiodots.Client, dots_emulator: DotsEmulator
+) -> None:
+    await existing_users(dots_client, dots_emulator, 20)  # 2 whole pages of 10
+    dots_emulator.reset_next()  # not created: a lone create's look-up reads the whole list
+    settings = Reconcile(settle=0.05, page_size=10, max_pages=2)
+    await dots_client.users.create(**user(1), reconcile=settings)
+    assert list_requests(dots_emulator) == 2
+    assert creates_sent(dots_emulator) == 2  # provably not created: sent again
+    assert len(dots_emulator.api.users) == 21
+    # With 21 users the list goes on past page 2 (the boundary's other side is
+    # test_a_lone_user_create_that_would_read_past_max_pages_fails_with_a_note).
+
+
 async def test_with_nothing_of_its_own_to_go_by_a_scan_reads_the_whole_list() -> None:
     # A lone create: the reconciler knows no user, so no floor can be proven.
     listing = others("u", 9)

@@ -5,7 +5,7 @@ lazy pagination. Resource modules only say which operation a method sends and wi
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -350,9 +350,9 @@ class Resource:
         if settings is None:
             return None
 
-        async def listed(page_size: int) -> AsyncIterator[Sequence[Any]]:
-            async for page in self._pages(list_op, None, {"limit": page_size}, overrides).pages():
-                yield page.data
+        def listed(page_size: int) -> AsyncIterator[Page[Any]]:
+            # Pages, not their data: a page says whether the list ends there.
+            return self._pages(list_op, None, {"limit": page_size}, overrides).pages()
 
         return WatermarkReconciler(
             listed, settings, watermark=batch, hold=self._transport.held

@@ -10,7 +10,6 @@ from collections.abc import (
     Callable,
     Iterable,
     Mapping,
-    Sequence,
 )
 from typing import Any, Unpack
 
@@ -181,9 +180,9 @@ class Flows:
         if settings is None:
             return None
 
-        async def newest_first(page_size: int) -> AsyncIterator[Sequence[Flow]]:
-            async for page in self.list(limit=page_size, **overrides).pages():
-                yield page.data
+        def newest_first(page_size: int) -> AsyncIterator[Page[Flow]]:
+            # Pages, not their data: a page says whether the list ends there.
+            return self.list(limit=page_size, **overrides).pages()
 
         return Reconciler(newest_first, settings, hold=self._transport.held)
 
