@@ -491,6 +491,19 @@ def test_standalone_settings_out_of_range_are_a_usage_error(
     assert "Traceback" not in err
 
 
+def test_a_standalone_rate_limit_of_zero_is_a_usage_error_not_no_limit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `--rate-limit 0` used to start a server with no limit at all, as if the flag had
+    # been left out, while -1 was refused: a limit is above 0, or not given.
+    from aiodots.testing.__main__ import parse_args
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--rate-limit", "0"])
+    assert exited.value.code == 2
+    assert "'rate' must be > 0" in capsys.readouterr().err
+
+
 def test_standalone_port_in_use_says_so_without_a_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def plan_from(args: argparse.Namespace) -> FaultPlan:
     limit = None
-    if args.rate_limit:
+    if args.rate_limit is not None:  # 0 is refused as a rate, not taken for "no limit"
         limit = ServerRateLimit(
             rate=args.rate_limit, burst=args.burst, retry_after=args.retry_after,
             headers=args.limit_headers,
