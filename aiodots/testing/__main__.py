@@ -20,7 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
-    parser.add_argument("--rate-limit", type=float, help="server limit, requests/s")
+    parser.add_argument(
+        "--rate-limit", type=float, help="server limit, requests/s (none when not given)"
+    )
     parser.add_argument("--burst", type=int, default=10)
     parser.add_argument(
         "--retry-after", choices=["seconds", "http-date", "none"], default="seconds",
@@ -32,7 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     parser.add_argument("--latency-jitter", type=float, default=0.0)
-    parser.add_argument("--error-rate", type=float, default=0.0, help="share answered 503")
+    parser.add_argument(
+        "--error-rate", type=float, default=0.0, help="share answered --error-status"
+    )
     parser.add_argument("--error-status", type=int, default=503)
     parser.add_argument("--reset-rate", type=float, default=0.0, help="share reset")
     parser.add_argument(

@@ -1,8 +1,10 @@
 """A real Dots API server on 127.0.0.1 (aiohttp.web), with faults on demand.
 
-Serves `POST /api/v2/flows`, `GET /api/v2/flows/{id}` and `GET /api/v2/flows` from
-memory, checks Basic auth, validates bodies as the API documents, and answers errors as
-JSON. Every request goes through one pipeline, in this order:
+Serves every operation of Dots' v2 OpenAPI document under `/api`: flows from memory on a
+fast path of their own here, every other operation through `api.py` (users, transfers
+and payout links from memory, the rest from their response schemas). It checks Basic
+auth, validates requests as the API documents, and answers errors as JSON. Every request
+goes through one pipeline, in this order:
 
     record -> latency -> connection reset -> queued or random error -> auth
            -> server rate limit -> endpoint -> fault after processing
