@@ -416,7 +416,8 @@ def flows_bulk(
 @click.option("--concurrency", default=64, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--reconcile/--no-reconcile", default=True, show_default=True,
               help="Look up creates whose answer was lost (off: they fail, and resuming"
-                   " duplicates those that were created).")
+                   " duplicates those that were created). Not with --workers above 1 or --redis:"
+                   " those runs compare rates, and their lost creates fail.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes sharing the emulator's limit (with --redis: sharing one limiter).")
 @redis_option(
