@@ -2,16 +2,18 @@
 
     DOTS_WEBHOOK_SECRET=whsec_... python examples/aiohttp_webhooks.py --port 8080
 
-Point the endpoint you add in Dots' Svix dashboard at `http://<host>:8080/webhooks/dots`.
+Point the endpoint you add in Dots' Svix dashboard at `/webhooks/dots` on this server
+(it listens on 127.0.0.1 unless given `--host`, so Svix reaches it through your proxy).
 To try it without Dots, run the emulator and have it deliver here:
 
     emulator.webhooks.subscribe("http://127.0.0.1:8080/webhooks/dots", secret)
     emulator.complete_flow(flow_id)
 
-Svix delivers each message at least once: after a timeout or a 5xx it sends the same
-message again (same `delivery_id`, new timestamp and signature), so the receiver below
-handles each `delivery_id` once. In production keep that set in your database (a unique
-key), not in memory.
+Svix delivers each message at least once: after a timeout or any answer but a 2xx (the
+400 for a delivery that does not verify included) it sends the same message again (same
+`delivery_id`, new timestamp and signature), so the receiver below handles each
+`delivery_id` once. In production keep that set in your database (a unique key), not in
+memory.
 """
 
 from __future__ import annotations

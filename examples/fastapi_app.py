@@ -10,7 +10,7 @@
 Webhooks arrive at `POST /webhooks/dots`. The handler verifies the raw body (bytes as
 received: JSON parsed and serialised again no longer matches the signature), answers
 400 when it does not verify, and handles each `delivery_id` once, since Svix delivers a
-message again after a timeout or a 5xx. Dots' payloads carry only ids, so a
+message again after a timeout or any answer but a 2xx. Dots' payloads carry only ids, so a
 `flow.updated` is followed by a fetch of the flow through the same client.
 """
 
