@@ -1,14 +1,19 @@
 """The examples run as users would run them: the aiohttp receiver on aiohttp's test server
 and the FastAPI app under a real uvicorn, both on 127.0.0.1, fed deliveries signed by
-Svix's own signer and by the emulator."""
+Svix's own signer and by the emulator; and each started by the command its docstring
+gives, configured from the environment alone."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -190,3 +195,97 @@ async def test_fastapi_example_reports_bad_input_before_calling_dots(
         assert response.status == 422
         assert "no-such-step" in await response.text()
     assert dots_emulator.stats.requests == 0
+
+
+# -- the commands in the examples' docstrings ------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def command_serving(argv: list[str], env: dict[str, str]) -> AsyncIterator[str]:
+    """`python <argv> --port P` run from the repository's root, as a user runs it; the
+    URL once it accepts connections. Stopped with SIGTERM on exit."""
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *argv, "--host", "127.0.0.1", "--port", str(port),
+        cwd=ROOT, env={**os.environ, **env},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if proc.returncode is not None:
+                    assert proc.stderr is not None
+                    raise AssertionError((await proc.stderr.read()).decode()) from None
+                assert time.monotonic() < deadline, "the example did not start"
+                await asyncio.sleep(0.1)
+            else:
+                writer.close()
+                await writer.wait_closed()
+                break
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        assert proc.stderr is not None
+        await proc.stderr.read()
+
+
+@pytest.mark.slow
+async def test_aiohttp_example_runs_as_its_docstring_says(dots_emulator: DotsEmulator) -> None:
+    # DOTS_WEBHOOK_SECRET=whsec_... python examples/aiohttp_webhooks.py --port 8080
+    argv = ["examples/aiohttp_webhooks.py"]
+    async with command_serving(argv, {"DOTS_WEBHOOK_SECRET": SECRET}) as url:
+        dots_emulator.webhooks.subscribe(f"{url}/webhooks/dots", SECRET)
+        message = dots_emulator.webhooks.emit("flow.updated", {"flow_id": "f-1"})
+        async with asyncio.timeout(10):
+            await message.wait()
+        async with aiohttp.ClientSession() as http, http.post(
+            f"{url}/webhooks/dots", data=BODY, headers=svix_headers(BODY.replace("1", "2"))
+        ) as forged:
+            assert forged.status == 400
+    assert [a.status for a in message.deliveries[0].attempts] == [204]
+
+
+@pytest.mark.slow
+async def test_fastapi_example_runs_under_uvicorn_as_its_docstring_says(
+    dots_emulator: DotsEmulator,
+) -> None:
+    # export DOTS_CLIENT_ID=... DOTS_API_KEY=... DOTS_WEBHOOK_SECRET=whsec_...
+    # uvicorn examples.fastapi_app:app --port 8000
+    env = {
+        "DOTS_CLIENT_ID": dots_emulator.client_id, "DOTS_API_KEY": dots_emulator.api_key,
+        "DOTS_BASE_URL": dots_emulator.base_url, "DOTS_WEBHOOK_SECRET": SECRET,
+    }
+    argv = ["-m", "uvicorn", "examples.fastapi_app:app", "--log-level", "warning"]
+    async with command_serving(argv, env) as url, aiohttp.ClientSession() as http:
+        # curl -X POST localhost:8000/flows -H 'content-type: application/json' \
+        #      -d '{"steps": ["compliance"]}'
+        async with http.post(f"{url}/flows", json={"steps": ["compliance"]}) as response:
+            assert response.status == 201
+            created = await response.json()
+        assert set(created) == {"id", "link"}
+        assert dots_emulator.stats.created == 1
+        dots_emulator.webhooks.subscribe(f"{url}/webhooks/dots", SECRET)
+        message = dots_emulator.complete_flow(created["id"])
+        async with asyncio.timeout(10):
+            await message.wait()
+    assert [a.status for a in message.deliveries[0].attempts] == [204]
+    # The app fetched the flow after the (ids-only) webhook, through its one client.
+    assert dots_emulator.stats.by_route["GET /api/v2/flows/{flow_id}"] == 1
