@@ -331,8 +331,9 @@ def _run_bulk(
     if not output.parent.is_dir():
         raise click.UsageError(f"--output: no such directory: {str(output.parent)!r}")
     console = Console(stderr=True)
-    limiter = shared_limiter(redis_url, rate)
-    dots = _client(ctx, rate_limit=RateLimit(rate) if rate else None, rate_limiter=limiter)
+    limiter = shared_limiter(redis_url, rate)  # with --redis, --rate is its ceiling
+    own_rate = RateLimit(rate) if rate and limiter is None else None
+    dots = _client(ctx, rate_limit=own_rate, rate_limiter=limiter)
 
     async def run_job_to_end() -> JobProgress:
         stop = asyncio.Event()

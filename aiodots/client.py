@@ -65,7 +65,8 @@ class Client:
     - `rate_limit`: requests per second (a number or `RateLimit(rate, burst)`) never to
       exceed; with None the client runs unthrottled until a 429, then adapts.
       `adaptive=False` turns adaptation off. `rate_limiter` plugs in another limiter
-      (one shared across processes, say) instead.
+      (one shared across processes, say) instead of the client's own, and takes neither
+      of the two: given beside it, they are a `ValidationError`.
     - `max_connections`: the connection pool size, and so the most requests in flight;
       `limits` sets it with the pool's other limits (`Limits`: how long an idle
       connection is kept, how long DNS answers are cached).
@@ -153,6 +154,14 @@ class Client:
             raise ValidationError(
                 f"max_connections={max_connections} conflicts with the limits' "
                 f"max_connections={limits.max_connections}; give it in the Limits"
+            )
+        if rate_limiter is not None and (rate_limit is not None or not adaptive):
+            # Both set the client's own limiter, which a given one replaces: kept silent,
+            # a rate "never to exceed" would be exceeded.
+            given = "rate_limit" if rate_limit is not None else "adaptive=False"
+            raise ValidationError(
+                f"{given} sets the client's own limiter, which rate_limiter replaces; give "
+                "it to that limiter (RedisRateLimiter(ceiling=..., adaptive=...), say)"
             )
         if rate_limit is not None and (
             isinstance(rate_limit, bool) or not isinstance(rate_limit, RateLimit | int | float)

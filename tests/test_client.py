@@ -94,6 +94,18 @@ def test_settings_beside_a_retry_policy_apply_or_are_refused_never_dropped() -> 
         aiodots.Client("i", "k", retry_policy=policy, max_retries=0)
 
 
+@pytest.mark.parametrize(
+    "setting", [{"rate_limit": 5}, {"rate_limit": aiodots.RateLimit(5, 2)}, {"adaptive": False}]
+)
+def test_settings_of_the_own_limiter_beside_a_given_limiter_are_refused_never_dropped(
+    setting: dict[str, Any],
+) -> None:
+    # `rate_limit` is a rate "never to exceed"; with `rate_limiter=` the client makes no
+    # limiter of its own, and the ceiling (or adaptive=False) was dropped unsaid.
+    with pytest.raises(aiodots.ValidationError, match="rate_limiter"):
+        aiodots.Client("i", "k", rate_limiter=aiodots.AdaptiveRateLimiter(), **setting)
+
+
 @pytest.mark.parametrize("rate", ["10", [10], True, {"rate": 10}])
 def test_a_rate_limit_of_another_kind_is_a_validation_error(rate: Any) -> None:
     with pytest.raises(aiodots.ValidationError, match="rate_limit must be requests per second"):
