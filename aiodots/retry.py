@@ -1,7 +1,7 @@
 """When to repeat a call and how long to wait first. Pure logic: no I/O, no clock of its own.
 
 The transport asks three questions here: may this failure be retried for this operation
-(`RetryPolicy.should_retry`), how long to wait (`RetryPolicy.wait_for`), and may the client
+(`RetryPolicy.is_retryable`), how long to wait (`RetryPolicy.wait_for`), and may the client
 afford another retry at all (`RetryBudget`).
 """
 
@@ -56,7 +56,8 @@ AMBIGUOUS_STATUSES = RETRYABLE_STATUSES - UNPROCESSED_STATUSES
 class Replay(enum.Enum):
     """Whether repeating an operation is harmless, stated once per operation."""
 
-    #: Reads, and writes the API deduplicates (an `idempotency_key` sent on every attempt).
+    #: Reads, and writes that leave the same state however often they are sent (PUT,
+    #: DELETE, a POST or PATCH that sets values): repeated after resets, timeouts and 5xx.
     SAFE = "safe"
     #: Writes with no idempotency mechanism (`POST /v2/flows`): repeated only when the
     #: request provably did not take effect, so a retry can never create a duplicate.
@@ -70,7 +71,7 @@ class Replay(enum.Enum):
 #: Reads and HTTP's idempotent methods (PUT, PATCH setting values, DELETE) are SAFE;
 #: creates that carry an `idempotency_key` are IDEMPOTENT; every other POST creates or
 #: triggers something the API cannot deduplicate, so it is UNPROCESSED_ONLY.
-#: tests/test_operations.py holds this table equal to `aiodots.OPERATIONS`.
+#: tests/test_idempotency.py holds this table's keys equal to `aiodots.OPERATIONS`.
 REPLAY: dict[str, Replay] = {
     "GET /v2/users": Replay.SAFE,
     "POST /v2/users": Replay.UNPROCESSED_ONLY,
@@ -278,11 +279,12 @@ class RetryPolicy:
     - `max_retries`: retries after the first attempt (0 turns retrying off).
     - `backoff_initial` / `backoff_max`: the jittered exponential wait between attempts.
     - `max_retry_after`: a server asking for a longer wait than this fails the call at
-      once with `RateLimitError` rather than holding it (and every other caller) hostage:
-      a `Retry-After`, and, before a send, a wait the limiter would impose for the
+      once rather than holding it (and every other caller) hostage. A `Retry-After`
+      that long fails it with its answer's error (`RateLimitError` for a 429,
+      `ServerError` for a 503); a wait the limiter would impose before a send for the
       server (what is left of a pause, the time to its next slot at a limit the server
-      announced). Waits under a second are never refused, nor those of a `rate_limit`
-      of the client's own.
+      announced), with `RateLimitError`, unsent. Waits under a second are never
+      refused, nor those of a `rate_limit` of the client's own.
     - `deadline`: seconds for the whole call, all attempts and waits included; None: no cap.
     """
 
