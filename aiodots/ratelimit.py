@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from .errors import DotsError
-from .ratelimit_estimate import Phase, estimate_bucket
+from .ratelimit_estimate import Phase, estimate_bucket, rate_below
 from .ratelimit_headers import announced_rate, limit_signal, parse_rate_limit_headers
 from .running_loop import running_loop
 
@@ -249,6 +249,7 @@ class AdaptiveRateLimiter:
         self._on_the_second = False
         self._answer_time = 0.0
         self._probe_until = math.inf
+        self._forced = False  # whether the probe's refusal was brought about by this client
         self._first_burst: float | None = None  # the first refusal's burst, if it was one
         self._doubling = self.SLOW_START_DOUBLING
         #: (rate, burst) of the server's bucket, once solved from the send log.
@@ -494,10 +495,18 @@ class AdaptiveRateLimiter:
         else:
             self._probe_until = math.inf
             solved = estimate_bucket(self._first_phase, phase)
-            if solved is None and self._slow_start:
+            if solved is None and self._slow_start and self._forced:
                 # A probe refused only when brought about, with the bucket still full:
                 # the rate is above anything sent yet. Go on probing from there.
                 self._probe(rate, start, now)
+            elif solved is None and self._slow_start:
+                # The server refused the probe itself, so soon that the bucket had not
+                # refilled enough to say its rate: the probe started above it (the
+                # first burst's guess is high when the server's rate is a few times
+                # its burst or less). Probing on from there would be refused as soon,
+                # pause after pause; start again from under the rate the phase allows.
+                below = rate_below(self._first_phase, phase, rate)
+                self._probe(self._bounded(max(below, self.SLOW_START_FLOOR)), start, now)
             elif solved is None or solved[0] > rate:
                 self._cut(now)
             else:
@@ -508,6 +517,7 @@ class AdaptiveRateLimiter:
         """Probe for the rate after a pause that ended at `start`: a slow start from
         `rate`, doubling until refused."""
         self._slow_start = True
+        self._forced = False
         self._start_rate = rate
         self._set_rate(rate, now)
         if self._on_the_second and self._first_burst is not None:
@@ -655,6 +665,7 @@ class AdaptiveRateLimiter:
         What it lets through is still work done, and how much it lets through says
         how full it was: the probe's log so solves the rate as a natural refusal does."""
         self._probe_until = math.inf
+        self._forced = True
         assert self._first_burst is not None  # a deadline is set only when it is known
         self._capacity = self._tokens = self._first_burst + 1.0
 

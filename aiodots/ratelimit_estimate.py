@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 import attrs
 
 __all__ = [
-    "Phase", "bucket_level", "burst_bounds", "estimate_bucket", "rate_bounds", "replay",
-    "solve_burst",
+    "Phase", "bucket_level", "burst_bounds", "estimate_bucket", "rate_bounds", "rate_below",
+    "replay", "solve_burst",
 ]
 
 # Bisection steps: 2**-24 of the range is far below a request's worth of precision. The
@@ -194,3 +194,18 @@ def estimate_bucket(first: Phase, last: Phase) -> tuple[float, float] | None:
             return None
     assert rate is not None
     return rate, burst
+
+
+def rate_below(first: Phase, last: Phase, rate: float) -> float:
+    """A rate under the server's, from a last phase too short to say the rate itself
+    (`estimate_bucket` gave None) although its refusal was the server's own: the one to
+    start the next probe from. `rate`: what that phase was sent at, at most.
+
+    The least rate that explains the phase is under the server's, but can be far under
+    it (or nothing) when the phase refilled the bucket by a token or two; a probe's ramp
+    from there wastes its time, so no lower than a quarter of the most it allows (two
+    doublings under it: if the server's rate is lower still, the next refusal comes as
+    soon, and says so again)."""
+    bounds = rate_bounds(last, solve_burst(first, rate))
+    low, high = bounds if bounds is not None else (0.0, rate)
+    return max(low, min(high, rate) / 4)

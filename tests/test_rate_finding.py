@@ -113,6 +113,44 @@ async def test_the_end_of_a_pause_releases_callers_at_the_rate_not_at_once(
         assert len(right_after) <= BURST + RATE * 0.05, len(right_after)
 
 
+# A server whose rate is only twice its burst a second: the first probe, started from
+# what the first burst suggested (made for rates near ten bursts a second), is above the
+# limit and refused before the bucket refills enough to say the rate. It used to probe
+# on from there, faster each time, and meet a pause every second for the whole job
+# (this job: 9 pauses in 9.4 s, the rate never solved). Now the probe starts again from
+# under the rate that refusal allows, and the third pause finds it.
+LOW_RATE, LOW_BURST, LOW_CREATES = 20, 10, 100
+
+
+async def test_a_limit_of_a_few_bursts_a_second_is_found_with_a_third_pause(
+    dots_emulator: DotsEmulator,
+) -> None:
+    dots_emulator.set_faults(FaultPlan(rate_limit=ServerRateLimit(
+        rate=LOW_RATE, burst=LOW_BURST, retry_after="seconds",
+    )))
+    async with aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url, max_retries=10
+    ) as client:
+        started = time.monotonic()
+        items = [i async for i in client.flows.create_many(
+            ({"steps": ["payout"]} for _ in range(LOW_CREATES)), concurrency=20,
+        )]
+        elapsed = time.monotonic() - started
+    assert all(i.ok for i in items)
+    arrivals = sorted(dots_emulator.stats.arrivals)
+    pauses = [b - a for a, b in itertools.pairwise(arrivals) if b - a >= 0.8]
+    assert len(pauses) <= 3, pauses
+    limiter = client.limiter
+    assert isinstance(limiter, AdaptiveRateLimiter)
+    assert limiter.solved is not None
+    assert 0.85 * LOW_RATE <= limiter.solved[0] <= LOW_RATE
+    # Three pauses, the server's burst at the start and after each, and the rest at no
+    # less than 0.85 of its rate: 6.5 s (6.2 s on the development machine), and a
+    # loaded machine's second on top.
+    floor = 3 * 1.0 + (LOW_CREATES - 4 * LOW_BURST) / (0.85 * LOW_RATE)
+    assert elapsed <= floor + 1.0, elapsed
+
+
 async def test_a_success_s_headers_are_not_read_from_a_server_that_sends_none(
     dots_emulator: DotsEmulator,
 ) -> None:
@@ -387,3 +425,21 @@ async def test_a_probe_brought_to_a_refusal_with_the_bucket_still_full_probes_on
     assert len(server.refused) == 3, server.refused
     assert lim.solved is not None
     assert 0.97 * 400 <= lim.solved[0] <= 400
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+@pytest.mark.parametrize(("rate", "burst"), [(20.0, 10), (10.0, 5), (40.0, 20)])
+async def test_a_probe_refused_at_once_starts_again_from_under_the_rate(
+    form: RetryAfterForm, rate: float, burst: int
+) -> None:
+    # Rates of twice the burst a second: the first probe starts above them and is
+    # refused by the server before its bucket refilled enough to say the rate. That
+    # refusal is the server's own, not one brought about with the bucket still full:
+    # the next probe starts from under the rate it allows, not from above it.
+    clock = FakeSleep()
+    clock.clock += 0.3
+    server = VirtualServer(clock, rate, burst, form)
+    lim, _ = await run_virtual(clock, server, int(15 * rate))
+    assert len(server.refused) == 3, server.refused
+    assert lim.solved is not None
+    assert 0.85 * rate <= lim.solved[0] <= rate
