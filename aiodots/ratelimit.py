@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from .errors import DotsError
-from .ratelimit_estimate import Phase, estimate_bucket, rate_below
+from .ratelimit_estimate import UNSAID, Phase, estimate_bucket, probe_bracket
 from .ratelimit_headers import announced_rate, limit_signal, parse_rate_limit_headers
 from .running_loop import running_loop
 
@@ -190,6 +190,21 @@ class AdaptiveRateLimiter:
     # its pauses are HTTP-dates (at least three times the time a refusal took to come
     # back: the request must reach the server before its second turns).
     PROBE_LEAD = 0.05
+    # A probe that started from the first refusal's guess solves the rate only when the
+    # rates its log allows are at most this far apart; otherwise it is probed again from
+    # the least of them (`_reprobe`). Their lower end is what the limiter holds, until
+    # it probes for a higher limit HOLD + PAUSE_HOLD * P seconds later: 10% under the
+    # rate over those 30 s (at 1 s pauses) costs three pauses' worth, a second probe
+    # one. Traced first probes at 50/s and more: 0.5-4.5% apart.
+    PRECISE = 1.1
+    # How many probes may be started again for want of precision: one after a pause
+    # (each costs a pause), more without Retry-After (each costs one refusal).
+    PRECISE_TRIES = 1
+    PRECISE_TRIES_WITHOUT_PAUSE = 3
+    # Seconds a probe started again from such bounds takes to ramp across them (its
+    # doubling time follows): slow enough that its phase lasts long and says the rate
+    # closely, where a 0.25 s doubling at 20/s refills only a few tokens.
+    BRACKET_RAMP = 1.0
     LOG_SIZE = 4096  # accepted send times kept for replaying the server's bucket
     # Responses without rate-limit headers after which a success's headers are no
     # longer read (a 429's always are).
@@ -250,6 +265,8 @@ class AdaptiveRateLimiter:
         self._answer_time = 0.0
         self._probe_until = math.inf
         self._forced = False  # whether the probe's refusal was brought about by this client
+        # Probes left that solve the rate only within PRECISE (see `_reprobe`).
+        self._precise_tries = 0
         self._first_burst: float | None = None  # the first refusal's burst, if it was one
         self._doubling = self.SLOW_START_DOUBLING
         #: (rate, burst) of the server's bucket, once solved from the send log.
@@ -486,7 +503,7 @@ class AdaptiveRateLimiter:
                 # The first burst went out at once, so what got through is the server's
                 # burst (see `_probe`).
                 self._first_burst = float(len(phase.sends))
-            self._probe(self._bounded(seen / 2), start, now)
+            self._probe(self._bounded(seen / 2), start, now, tries=self.PRECISE_TRIES)
         elif self._first_phase is None:
             # Throttled by a ceiling from the start: this phase still began with the
             # server's bucket full, and so says what its burst is.
@@ -494,32 +511,42 @@ class AdaptiveRateLimiter:
             self._cut(now)
         else:
             self._probe_until = math.inf
-            solved = estimate_bucket(self._first_phase, phase)
+            # A refusal brought about ends the longest probe an HTTP-date allows: a
+            # probe started again would say the rate no more closely.
+            precise = self._precise_tries > 0 and not self._forced
+            solved = estimate_bucket(
+                self._first_phase, phase, self.PRECISE if precise else UNSAID
+            )
             if solved is None and self._slow_start and self._forced:
                 # A probe refused only when brought about, with the bucket still full:
                 # the rate is above anything sent yet. Go on probing from there.
-                self._probe(rate, start, now)
+                self._probe(rate, start, now, tries=self._precise_tries)
             elif solved is None and self._slow_start:
-                # The server refused the probe itself, so soon that the bucket had not
-                # refilled enough to say its rate: the probe started above it (the
-                # first burst's guess is high when the server's rate is a few times
-                # its burst or less). Probing on from there would be refused as soon,
-                # pause after pause; start again from under the rate the phase allows.
-                below = rate_below(self._first_phase, phase, rate)
-                self._probe(self._bounded(max(below, self.SLOW_START_FLOOR)), start, now)
+                # The server refused the probe itself, too soon after it began for the
+                # bucket's refill to say its rate closely: the probe started above it,
+                # or near it (the first burst's guess is high when the server's rate is
+                # a few times its burst or less). Probing on from there would be
+                # refused as soon, pause after pause.
+                self._reprobe(phase, rate, start, now)
             elif solved is None or solved[0] > rate:
                 self._cut(now)
             else:
                 # The server's bucket is full again after the pause.
                 self._settle(solved, now, full=True)
 
-    def _probe(self, rate: float, start: float, now: float) -> None:
-        """Probe for the rate after a pause that ended at `start`: a slow start from
-        `rate`, doubling until refused."""
+    def _probe(
+        self, rate: float, start: float, now: float, *, tries: int = 0,
+        doubling: float | None = None,
+    ) -> None:
+        """Probe for the rate after a pause that ended at `start` (or, without one, a
+        refusal answered at `start`): a slow start from `rate`, doubling every
+        `doubling` seconds (at the least) until refused; `tries`: see `_reprobe`."""
         self._slow_start = True
         self._forced = False
+        self._precise_tries = tries
         self._start_rate = rate
         self._set_rate(rate, now)
+        self._doubling = max(self.SLOW_START_DOUBLING, doubling or 0.0)
         if self._on_the_second and self._first_burst is not None:
             # An HTTP-date has a resolution of a second, and a server that rounds it up
             # (the safe way) makes the next pause last from its refusal to the second
@@ -528,13 +555,26 @@ class AdaptiveRateLimiter:
             # best just before the next one, and so is brought about then if the probe
             # has not met it (`_force_refusal`).
             self._probe_until = self._probe_deadline(start)
-            self._doubling = self.SLOW_START_DOUBLING_ON_THE_SECOND
+            self._doubling = max(self._doubling, self.SLOW_START_DOUBLING_ON_THE_SECOND)
         if self._first_burst is not None:
             # The server's bucket is full again: send its burst (less the margin) at
             # once. Nothing is lost to a slow start below the rate, and the probe's log
             # runs from an empty bucket, which is what lets it say the rate to within a
             # request or two.
             self._capacity = self._tokens = max(1.0, self._first_burst - self.BURST_MARGIN)
+
+    def _reprobe(self, phase: Phase, rate: float, start: float, now: float) -> None:
+        """Probe again, after a probe's `phase` that the server refused too soon to say
+        its rate closely: from under the rates the phase allows, across them in about
+        BRACKET_RAMP seconds. A probe with `_precise_tries` left settles only for a
+        rate within PRECISE; the last one for any the log says (UNSAID), so that the
+        pauses spent finding the rate stay few."""
+        assert self._first_phase is not None
+        low, top = probe_bracket(self._first_phase, phase, rate)
+        begin = self._bounded(max(low, self.SLOW_START_FLOOR))
+        doubling = self.BRACKET_RAMP / math.log2(top / begin) if top > begin else None
+        tries = max(0, self._precise_tries - 1)
+        self._probe(begin, start, now, tries=tries, doubling=doubling)
 
     def _probe_deadline(self, start: float) -> float:
         """Just before the server's next whole second after a pause that ended on one
@@ -600,6 +640,7 @@ class AdaptiveRateLimiter:
             elapsed = max(now - (self._first_ok_at or now), 0.1)
             seen = max(len(self._ok_times) / elapsed, 2 * self.SLOW_START_FLOOR)
             self._slow_start = True
+            self._precise_tries = self.PRECISE_TRIES_WITHOUT_PAUSE
             self._start_rate = self._bounded(seen / 2)
             self._set_rate(self._start_rate, now)
             return
@@ -611,11 +652,23 @@ class AdaptiveRateLimiter:
                 # Refused before the bucket earned a token since it last ran dry: it says
                 # nothing of the rate. The slow start goes on.
                 return
-            solved = estimate_bucket(self._first_phase, phase)
+            precise = self._slow_start and self._precise_tries > 0
+            solved = estimate_bucket(
+                self._first_phase, phase, self.PRECISE if precise else UNSAID
+            )
             if solved is not None and solved[0] <= self._rate:
                 self.decreases += 1
                 self._decreased_at = now
                 self._settle(solved, now, full=False)
+                return
+            if solved is None and precise:
+                # As after a pause (`_after_pause`): a slow start from the first burst's
+                # guess, refused too soon to say the rate closely. Cuts of 10% from
+                # above the rate would each cost a refusal; the bounds of this phase
+                # say where to start again from.
+                self.decreases += 1
+                self._decreased_at = now
+                self._reprobe(phase, self._rate, now, now)
                 return
         self.decreases += 1
         self._decreased_at = now

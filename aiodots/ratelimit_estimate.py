@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 import attrs
 
 __all__ = [
-    "Phase", "bucket_level", "burst_bounds", "estimate_bucket", "rate_bounds", "rate_below",
-    "replay", "solve_burst",
+    "UNSAID", "Phase", "bucket_level", "burst_bounds", "estimate_bucket", "probe_bracket",
+    "rate_bounds", "replay", "solve_burst",
 ]
 
 # Bisection steps: 2**-24 of the range is far below a request's worth of precision. The
@@ -37,9 +37,9 @@ __all__ = [
 # and rounds make it a few milliseconds for a log of a hundred sends.
 _ITERATIONS = 24
 _MAX_RATE = 1e6  # requests/s beyond which a solution is nonsense
-# Rates wider apart than this in a phase's bounds mean the phase did not say the rate
-# (traced phases that did: 1-5% apart).
-_UNSAID = 1.5
+#: Rates wider apart than this in a phase's bounds mean the phase did not say the rate
+#: (traced phases that did: 1-5% apart).
+UNSAID = 1.5
 _ROUNDS = 6  # most alternations between the burst and the rate; they settle in 2 or 3
 #: Where in the interval of rates that explain the log the estimate is taken (0: its
 #: lower end). An estimate above the server's rate drains its bucket and, with
@@ -158,13 +158,14 @@ def rate_bounds(phase: Phase, burst: float) -> tuple[float, float] | None:
     )
 
 
-def solve_rate(phase: Phase, burst: float) -> float | None:
-    """The server's rate from a phase, given its burst (see `RATE_POSITION`)."""
+def solve_rate(phase: Phase, burst: float, within: float = UNSAID) -> float | None:
+    """The server's rate from a phase, given its burst (see `RATE_POSITION`); None when
+    the rates that explain it are more than `within` times apart."""
     bounds = rate_bounds(phase, burst)
     if bounds is None:
         return None
     low, high = bounds
-    if high > _UNSAID * low:
+    if high > within * low:
         # The bucket was still (nearly) full when the refusal came, as when a refusal
         # is brought about before the sending reached the rate: all the log says is
         # that the rate is above what was sent.
@@ -175,10 +176,13 @@ def solve_rate(phase: Phase, burst: float) -> float | None:
     return rate if rate > 0 else None
 
 
-def estimate_bucket(first: Phase, last: Phase) -> tuple[float, float] | None:
+def estimate_bucket(
+    first: Phase, last: Phase, within: float = UNSAID
+) -> tuple[float, float] | None:
     """(rate, burst) consistent with both phases: the burst from the first (which began
     with a full bucket), the rate from the last; alternated until they agree. None when
-    the phases cannot say."""
+    the phases cannot say, or say the rate only more loosely than `within` (the ratio
+    of the most to the least rate that explains the last phase)."""
     span = last.refused_at - last.start
     if span <= 0 or not last.sends:
         return None
@@ -189,23 +193,25 @@ def estimate_bucket(first: Phase, last: Phase) -> tuple[float, float] | None:
         previous, burst = burst, solve_burst(first, rate)
         if burst == previous:
             break  # the same burst gives the same rate
-        rate = solve_rate(last, burst)
+        rate = solve_rate(last, burst, within)
         if rate is None:
             return None
     assert rate is not None
     return rate, burst
 
 
-def rate_below(first: Phase, last: Phase, rate: float) -> float:
-    """A rate under the server's, from a last phase too short to say the rate itself
-    (`estimate_bucket` gave None) although its refusal was the server's own: the one to
-    start the next probe from. `rate`: what that phase was sent at, at most.
+def probe_bracket(first: Phase, last: Phase, rate: float) -> tuple[float, float]:
+    """Where to probe again after a last phase whose refusal was the server's own but
+    too soon to say its rate closely (`estimate_bucket` gave None): (a rate under the
+    server's to start from, the most the phase allows). `rate`: what that phase was
+    sent at, at most.
 
     The least rate that explains the phase is under the server's, but can be far under
     it (or nothing) when the phase refilled the bucket by a token or two; a probe's ramp
-    from there wastes its time, so no lower than a quarter of the most it allows (two
-    doublings under it: if the server's rate is lower still, the next refusal comes as
-    soon, and says so again)."""
+    from there wastes its time, so it starts no lower than half the most the phase
+    allows (if the server's rate is lower still, the next refusal comes as soon, and
+    says so again)."""
     bounds = rate_bounds(last, solve_burst(first, rate))
     low, high = bounds if bounds is not None else (0.0, rate)
-    return max(low, min(high, rate) / 4)
+    top = min(high, rate)
+    return max(low, top / 2), top

@@ -143,7 +143,7 @@ async def test_a_limit_of_a_few_bursts_a_second_is_found_with_a_third_pause(
     limiter = client.limiter
     assert isinstance(limiter, AdaptiveRateLimiter)
     assert limiter.solved is not None
-    assert 0.85 * LOW_RATE <= limiter.solved[0] <= LOW_RATE
+    assert 0.9 * LOW_RATE <= limiter.solved[0] <= LOW_RATE
     # Three pauses, the server's burst at the start and after each, and the rest at no
     # less than 0.85 of its rate: 6.5 s (6.2 s on the development machine), and a
     # loaded machine's second on top.
@@ -428,18 +428,38 @@ async def test_a_probe_brought_to_a_refusal_with_the_bucket_still_full_probes_on
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
-@pytest.mark.parametrize(("rate", "burst"), [(20.0, 10), (10.0, 5), (40.0, 20)])
-async def test_a_probe_refused_at_once_starts_again_from_under_the_rate(
+@pytest.mark.parametrize(("rate", "burst"), [(20.0, 10), (10.0, 5), (40.0, 20), (30.0, 10)])
+async def test_a_probe_refused_too_soon_starts_again_from_under_the_rate(
     form: RetryAfterForm, rate: float, burst: int
 ) -> None:
-    # Rates of twice the burst a second: the first probe starts above them and is
-    # refused by the server before its bucket refilled enough to say the rate. That
-    # refusal is the server's own, not one brought about with the bucket still full:
-    # the next probe starts from under the rate it allows, not from above it.
+    # Rates of two or three times the burst a second: the first probe starts above them
+    # or near them, and is refused by the server before its bucket refilled enough to
+    # say the rate closely (at 30/s the rates it allowed were 23% apart, and the job ran
+    # at their lower end, 10% under the limit). That refusal is the server's own, not
+    # one brought about with the bucket still full: the next probe starts from under
+    # the rate it allows, not from above it, and ramps across what it allows slowly
+    # enough to say the rate within a few percent.
     clock = FakeSleep()
     clock.clock += 0.3
     server = VirtualServer(clock, rate, burst, form)
     lim, _ = await run_virtual(clock, server, int(15 * rate))
     assert len(server.refused) == 3, server.refused
     assert lim.solved is not None
-    assert 0.85 * rate <= lim.solved[0] <= rate
+    assert 0.97 * rate <= lim.solved[0] <= rate
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(20.0, 10), (10.0, 5), (40.0, 20)])
+async def test_without_retry_after_a_low_rate_is_found_in_a_few_refusals(
+    rate: float, burst: int
+) -> None:
+    # The slow start after the first burst begins above these rates too. Cuts of 10%
+    # from there cost a refusal each (20/s: 18 refusals); the bounds of the refused
+    # phase say where to start again.
+    clock = FakeSleep()
+    server = VirtualServer(clock, rate, burst, "none")
+    began = clock.now()
+    lim, accepted = await run_virtual(clock, server, int(15 * rate))
+    assert len(server.refused) <= 8, server.refused
+    assert lim.solved is not None
+    assert 0.97 * rate <= lim.solved[0] <= rate
+    assert len(accepted) / (accepted[-1] - began) >= 0.99 * rate

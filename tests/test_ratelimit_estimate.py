@@ -11,6 +11,7 @@ from aiodots.ratelimit_estimate import (
     bucket_level,
     burst_bounds,
     estimate_bucket,
+    probe_bracket,
     rate_bounds,
     replay,
     solve_burst,
@@ -141,3 +142,30 @@ def test_a_phase_that_starts_from_an_empty_bucket_allows_for_a_leftover_token() 
     bounds = rate_bounds(phase, 10.0)
     assert bounds is not None
     assert bounds[0] <= 100 <= bounds[1]
+
+
+def test_a_probe_started_above_the_rate_says_where_to_start_again() -> None:
+    # 20/s with a burst of 10, probed from 100/s: refused once the burst and a token of
+    # refill are spent, a tenth of a second in. Nothing closer than a factor of two is
+    # said of the rate, but what is said holds it, and so does where to start again.
+    first, second = cold_burst_then_slow_start(
+        20, 10, burst_size=32, burst_span=0.01, start_rate=100
+    )
+    assert estimate_bucket(first, second) is None
+    begin, top = probe_bracket(first, second, 100.0)
+    assert begin <= 20 <= top <= 100
+    assert begin >= top / 2
+
+
+def test_a_solution_looser_than_asked_for_is_none() -> None:
+    # Probed from 50/s, a fifth of a second before the refusal: the rates that explain
+    # it are 25% apart, and their lower end 16% under the truth.
+    first, second = cold_burst_then_slow_start(
+        20, 10, burst_size=32, burst_span=0.01, start_rate=50
+    )
+    solved = estimate_bucket(first, second)
+    assert solved is not None
+    assert solved[0] < 0.9 * 20
+    assert estimate_bucket(first, second, within=1.1) is None
+    begin, top = probe_bracket(first, second, 50.0)
+    assert begin <= 20 <= top
