@@ -513,7 +513,7 @@ class AdaptiveRateLimiter:
             self._probe_until = math.inf
             # A refusal brought about ends the longest probe an HTTP-date allows: a
             # probe started again would say the rate no more closely.
-            precise = self._precise_tries > 0 and not self._forced
+            precise = self._slow_start and self._precise_tries > 0 and not self._forced
             solved = estimate_bucket(
                 self._first_phase, phase, self.PRECISE if precise else UNSAID
             )
