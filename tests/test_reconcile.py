@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 import attrs
 import pytest
@@ -349,13 +349,16 @@ async def test_a_scan_that_would_read_too_far_fails_instead() -> None:
                                 match=lambda c: True, max_pages=3)
 
 
+Item = TypeVar("Item")  # what a listed page holds
+
+
 def listed_pages(
-    objects: Sequence[Obj], size: int, fetched: list[int]
-) -> AsyncIterator[aiodots.Page[Obj]]:
+    objects: Sequence[Item], size: int, fetched: list[int]
+) -> AsyncIterator[aiodots.Page[Item]]:
     """`objects` as the API lists them: pages that say whether more follow, each page
     counted in `fetched` as it is requested (as `Pages.pages()` stops after a last page
     without asking for another)."""
-    async def gen() -> AsyncIterator[aiodots.Page[Obj]]:
+    async def gen() -> AsyncIterator[aiodots.Page[Item]]:
         for start in range(0, len(objects), size):
             fetched.append(start // size + 1)
             more = start + size < len(objects)

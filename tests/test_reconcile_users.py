@@ -32,6 +32,7 @@ from aiodots.watermark import WATERMARK, Known, scan_to_floor
 
 from .test_cli import run_cli
 from .test_readme import block_after
+from .test_reconcile import listed_pages
 
 USER: dict[str, Any] = {
     "first_name": "Ada", "last_name": "Lovelace", "country_code": "44",
@@ -415,18 +416,6 @@ async def test_oldest_first_no_floor_is_proven_and_the_scan_reads_to_the_end() -
     assert pages == math.ceil(len(listing) / 2)
     with pytest.raises(ScanTooLong, match="without proving where to stop"):
         await scan(listing, {**WATER, "a": A, "b": B, "c": C}, {"wanted": 2}, max_pages=3)
-
-
-def listed_pages(
-    objects: Sequence[Obj], size: int, fetched: list[int]
-) -> AsyncIterator[aiodots.Page[Obj]]:
-    async def gen() -> AsyncIterator[aiodots.Page[Obj]]:
-        for start in range(0, len(objects), size):
-            fetched.append(start // size + 1)
-            more = start + size < len(objects)
-            yield aiodots.Page(tuple(objects[start:start + size]), has_more=more)
-
-    return gen()
 
 
 @pytest.mark.parametrize("source", ["pages", "sequences"])
