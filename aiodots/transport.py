@@ -537,16 +537,25 @@ class Transport:
             self._budget.on_success(spent)
         return result
 
-    async def _acquire(self, request: _Request) -> float:
+    async def _acquire(self, request: _Request, left: float | None = None) -> float:
         """The limiter's wait. What the server asked for (a pause, an announced limit)
         holds the call no longer than `max_retry_after`, as a Retry-After would not: a
-        server announcing one request a day must not hold a web handler for a day."""
+        server announcing one request a day must not hold a web handler for a day. Nor
+        longer than `left`, the seconds to the call's deadline: such a call fails at
+        once, not when its deadline passes."""
         acquire_within = self._acquire_within
         if acquire_within is None:
             return await self._limiter.acquire()
+        longest = max(request.max_pause, _SHORTEST_REFUSED_WAIT)
         try:
-            return await acquire_within(max(request.max_pause, _SHORTEST_REFUSED_WAIT))
+            return await acquire_within(longest if left is None else min(longest, left))
         except WaitTooLong as exc:
+            if exc.seconds <= longest:  # refused for the deadline alone
+                raise NotSentTimeout(
+                    f"the call's deadline would pass while it waited for the rate limit"
+                    f" ({exc.cause}, {exc.seconds:.1f} s)",
+                    method=request.method, path=request.path,
+                ) from None
             raise RateLimitError(
                 f"not sent: {exc.cause} would hold the call {exc.seconds:.0f} s, longer than"
                 f" max_retry_after ({request.max_pause:g} s)",
@@ -558,9 +567,10 @@ class Transport:
         """The limiter's wait, cut short when the call's deadline passes: a pause that
         another call's 429 set, or a queue, must not hold a call past its deadline."""
         assert request.deadline_at is not None
+        left = request.deadline_at - time.monotonic()
         try:
-            async with asyncio.timeout(request.deadline_at - time.monotonic()):
-                return await self._acquire(request)
+            async with asyncio.timeout(left):
+                return await self._acquire(request, left)
         except TimeoutError:
             raise NotSentTimeout(
                 "the call's deadline passed while it waited for the rate limit",

@@ -394,6 +394,30 @@ async def test_a_deadline_is_kept_while_the_call_waits_for_the_limiter(
         assert not is_ambiguous(caught.value)  # a create would be sent again safely
 
 
+async def test_a_call_whose_deadline_falls_inside_a_pause_fails_at_once(
+    dots_emulator: DotsEmulator,
+) -> None:
+    """A 30 s pause (within max_retry_after) held a call with a 2 s deadline until its
+    deadline passed: the limiter knew from the start that the call could not be sent in
+    time."""
+    async with client_for(dots_emulator, max_retries=0) as dots:
+        flow = await dots.flows.create(steps=["payout"])
+        dots_emulator.fail_next(1, status=429, retry_after="30")
+        with pytest.raises(aiodots.RateLimitError):
+            await dots.flows.retrieve(flow.id)  # sets the pause
+        seen = dots_emulator.stats.requests
+        started = time.monotonic()
+        with pytest.raises(aiodots.APITimeoutError, match="deadline would pass") as caught:
+            await dots.flows.retrieve(flow.id, deadline=2.0)
+        # At once, not after the 2 s: the bound is loose for slow machines.
+        assert time.monotonic() - started < 1.0
+        assert dots_emulator.stats.requests == seen  # never sent
+        assert not is_ambiguous(caught.value)
+        limiter = dots.limiter  # the pause still runs for every other caller
+        assert isinstance(limiter, AdaptiveRateLimiter)
+        assert limiter.paused_until > limiter.now() + 25
+
+
 async def test_during_an_outage_the_retry_budget_stops_the_retry_storm(
     dots_emulator: DotsEmulator,
 ) -> None:
