@@ -1203,6 +1203,8 @@ def render_resource(gen: Generator, resource: str) -> str:
     lines.append("")
     lines.append("    Every method also takes the per-call options `timeout`, `max_retries`,")
     lines.append("    `deadline`, `extra_headers`, `api_app_id` and `user_ip`.")
+    if bulk:
+        lines.append("    `send_create` is the exception: it takes them made into a `CallOptions`.")
     if any(clashes(m) for m in methods):
         lines.append("    A method whose own argument is named `api_app_id` takes the API's")
         lines.append("    argument by that name: it sends the header through `extra_headers`.")

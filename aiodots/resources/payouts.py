@@ -37,6 +37,7 @@ class Payouts(Resource):
 
     Every method also takes the per-call options `timeout`, `max_retries`,
     `deadline`, `extra_headers`, `api_app_id` and `user_ip`.
+    `send_create` is the exception: it takes them made into a `CallOptions`.
     """
 
     async def create(

@@ -73,6 +73,7 @@ class Users(Resource):
 
     Every method also takes the per-call options `timeout`, `max_retries`,
     `deadline`, `extra_headers`, `api_app_id` and `user_ip`.
+    `send_create` is the exception: it takes them made into a `CallOptions`.
     """
 
     def list(
