@@ -644,6 +644,7 @@ class AdaptiveRateLimiter:
             self._start_rate = self._bounded(seen / 2)
             self._set_rate(self._start_rate, now)
             return
+        phase = None  # the send log since the bucket last ran dry, where it says the rate
         if self._ran_dry is not None and self._announced is None:
             if self._first_phase is None:
                 self._first_phase = self._close_phase(*self._ran_dry)
@@ -652,27 +653,24 @@ class AdaptiveRateLimiter:
                 # Refused before the bucket earned a token since it last ran dry: it says
                 # nothing of the rate. The slow start goes on.
                 return
-            precise = self._slow_start and self._precise_tries > 0
-            solved = estimate_bucket(
-                self._first_phase, phase, self.PRECISE if precise else UNSAID
-            )
-            if solved is not None and solved[0] <= self._rate:
-                self.decreases += 1
-                self._decreased_at = now
-                self._settle(solved, now, full=False)
-                return
-            if solved is None and precise:
-                # As after a pause (`_after_pause`): a slow start from the first burst's
-                # guess, refused too soon to say the rate closely. Cuts of 10% from
-                # above the rate would each cost a refusal; the bounds of this phase
-                # say where to start again from.
-                self.decreases += 1
-                self._decreased_at = now
-                self._reprobe(phase, self._rate, now, now)
-                return
         self.decreases += 1
         self._decreased_at = now
-        self._cut(now)
+        if phase is None:
+            self._cut(now)
+            return
+        assert self._first_phase is not None
+        precise = self._slow_start and self._precise_tries > 0
+        solved = estimate_bucket(self._first_phase, phase, self.PRECISE if precise else UNSAID)
+        if solved is not None and solved[0] <= self._rate:
+            self._settle(solved, now, full=False)
+        elif solved is None and precise:
+            # As after a pause (`_after_pause`): a slow start from the first burst's
+            # guess, refused too soon to say the rate closely. Cuts of 10% from above the
+            # rate would each cost a refusal; the bounds of this phase say where to start
+            # again from.
+            self._reprobe(phase, self._rate, now, now)
+        else:
+            self._cut(now)
 
     def _cut(self, now: float) -> None:
         assert self._rate is not None
