@@ -171,9 +171,9 @@ def connection_failure(
 async def _read_bounded(
     response: aiohttp.ClientResponse, limit: int, method: str, path: str
 ) -> bytes:
-    """The body of an answer that `_attempt`'s single read does not cover (no
-    `Content-Length` within `limit`, or a `Content-Encoding`), if it is at most `limit`
-    bytes as decoded. A `Content-Length` over the limit on a body sent as is is refused
+    """The body of an answer that `_attempt`'s single read does not cover (one that had
+    not arrived whole when its headers were read, or is over `limit`), if it is at most
+    `limit` bytes as decoded. A `Content-Length` over the limit on a body sent as is is refused
     unread; any other body is read as it arrives, and reading stops as soon as more than
     `limit` bytes have come. (aiohttp 3.14 inflates a compressed body only as fast as it
     is read, so one that inflates without end stops there too; an older aiohttp inflates
@@ -362,8 +362,9 @@ class Transport:
             self._ended.add(task)
             task.cancel()
 
-    async def _held(self, wait: Callable[[], Awaitable[T]]) -> T:
-        """`wait()` (the limiter, a backoff), cut short by `close`."""
+    async def held(self, wait: Callable[[], Awaitable[T]]) -> T:
+        """`wait()` cut short by `close` with ClientClosedError: the limiter's wait, a
+        backoff, and a call's waits outside the transport (reconciliation's)."""
         if self._closed:
             raise ClientClosedError("this aiodots Client is closed; create a new one")
         task = asyncio.current_task()
@@ -382,13 +383,8 @@ class Transport:
             self._holding.discard(task)
             self._ended.discard(task)
 
-    def held(self, wait: Callable[[], Awaitable[T]]) -> Awaitable[T]:
-        """`wait()` cut short by `close` with ClientClosedError, as the limiter's wait and
-        a backoff are: for a call's waits outside the transport (reconciliation's)."""
-        return self._held(wait)
-
     def _backoff(self, seconds: float) -> Awaitable[None]:
-        return self._held(lambda: self._sleep(seconds))
+        return self.held(lambda: self._sleep(seconds))
 
     def url_for(self, path: str) -> str:
         return self._base_url + path
@@ -588,9 +584,9 @@ class Transport:
             sent_at = None if try_acquire is None else try_acquire()
             if sent_at is None:
                 if request.deadline_at is None:
-                    waited = await self._held(lambda: self._acquire(request))
+                    waited = await self.held(lambda: self._acquire(request))
                 else:
-                    waited = await self._held(lambda: self._acquire_by_deadline(request))
+                    waited = await self.held(lambda: self._acquire_by_deadline(request))
                 if waited:
                     self._stats.limiter_wait_seconds += waited
                 sent_at = limiter.now()
@@ -688,7 +684,7 @@ class Transport:
                     self._budget.on_success()
                 return result
 
-            headers = response.headers
+            headers = response.headers  # read only on the error path: success never needs it
             retry_after = None
             if status in (429, 503):
                 retry_after = parse_retry_after(
