@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
 from typing import Any
 
@@ -13,6 +14,28 @@ import trustme
 from aiohttp import web
 
 from aiodots.testing import DotsEmulator
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now, for a server in another process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def stop_process(proc: asyncio.subprocess.Process) -> None:
+    """Stop a server started as a subprocess: SIGTERM, SIGKILL if it has not ended 30 s
+    later, and its stderr (a pipe) drained."""
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+    assert proc.stderr is not None
+    await proc.stderr.read()
 
 
 async def serve(app: web.Application, **site: Any) -> tuple[web.AppRunner, int]:

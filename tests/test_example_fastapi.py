@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import sys
 import time
 import uuid
@@ -21,6 +19,7 @@ from pytest_redis.executor import RedisExecutor
 
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
 
+from .network_fixtures import free_port, stop_process
 from .redis_fixtures import url_of
 
 pytestmark = pytest.mark.slow
@@ -29,16 +28,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LIMIT = 20  # the app's shared limit, requests/s
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def uvicorn_app(env: dict[str, str], workers: int) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "uvicorn", "fastapi_shared_limit:app", "--app-dir",
         str(EXAMPLES), "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
@@ -58,14 +50,7 @@ async def uvicorn_app(env: dict[str, str], workers: int) -> AsyncIterator[str]:
                 await asyncio.sleep(0.2)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        assert proc.stderr is not None
-        await proc.stderr.read()
+        await stop_process(proc)
 
 
 async def test_two_uvicorn_workers_share_one_limit(

@@ -27,6 +27,8 @@ from aiodots.testing import DotsEmulator, WebhookSender
 from aiodots.webhooks import FlowEvent, TransferEvent, WebhookEvent
 from examples import aiohttp_webhooks, fastapi_app
 
+from .network_fixtures import free_port, stop_process
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BODY = '{"event": "transfer.failed", "transfer_id": "t-1"}'
 
@@ -202,18 +204,11 @@ async def test_fastapi_example_reports_bad_input_before_calling_dots(
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
 async def command_serving(argv: list[str], env: dict[str, str]) -> AsyncIterator[str]:
     """`python <argv> --port P` run from the repository's root, as a user runs it; the
     URL once it accepts connections. Stopped with SIGTERM on exit."""
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *argv, "--host", "127.0.0.1", "--port", str(port),
         cwd=ROOT, env={**os.environ, **env},
@@ -236,15 +231,7 @@ async def command_serving(argv: list[str], env: dict[str, str]) -> AsyncIterator
                 break
         yield f"http://127.0.0.1:{port}"
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        assert proc.stderr is not None
-        await proc.stderr.read()
+        await stop_process(proc)
 
 
 @pytest.mark.slow
