@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import json
 import resource
 import subprocess
@@ -289,9 +290,11 @@ def settle_allocator() -> None:
 async def child(kind: str, base_url: str, n: int) -> dict[str, Any]:
     settle_allocator()
     job = await CLIENTS[kind](base_url, n)  # includes a warm-up: pools and caches filled
+    collections = sum(generation["collections"] for generation in gc.get_stats())
     cpu, wall = time.process_time(), time.perf_counter()
     ok = await job()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    collections = sum(generation["collections"] for generation in gc.get_stats()) - collections
     return {
         "client": kind,
         "n": n,
@@ -299,6 +302,7 @@ async def child(kind: str, base_url: str, n: int) -> dict[str, Any]:
         "rps": n / wall,
         "cpu_us": cpu / n * 1e6,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "gc_collections": collections,  # read by `instructions.py`
     }
 
 
