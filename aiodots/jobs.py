@@ -38,7 +38,7 @@ import attrs
 
 from .client import Client
 from .converter import converter
-from .errors import DotsError, ValidationError
+from .errors import ClientClosedError, DotsError, ValidationError
 from .models import CreateFlow, Flow
 from .reconcile import Reconcile, ReconcileEvent, call_id_of, scan_newest_first, with_call_id
 
@@ -413,8 +413,17 @@ async def find_rows_created(
     first run began (less the clock-skew margin); and the list requests it took.
 
     Waits `settle` first: a killed run's last creates may still be in the server's hands.
+    Closing the client ends that wait with `ClientClosedError`, as it ends the client's
+    other waits (`Transport.held`).
     """
-    await asyncio.sleep(settings.settle)
+    try:
+        await client._transport.held(lambda: asyncio.sleep(settings.settle))
+    except ClientClosedError:
+        # Said in the message, not a note: the command line prints only the message.
+        raise ClientClosedError(
+            "this aiodots Client was closed while the job waited to look up the rows an"
+            " earlier run may have created: nothing was sent"
+        ) from None
     prefix = f"{job.id}:"
     try:
         found, pages = await scan_newest_first(

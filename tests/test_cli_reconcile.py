@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from aiodots.reconcile import CALL_ID_KEY
+import aiodots
+from aiodots.jobs import read_rows, run_job
+from aiodots.reconcile import CALL_ID_KEY, Reconcile
 from aiodots.testing import DotsEmulator, FaultPlan
 
 from .test_cli import final_outcomes, records, run_cli
@@ -127,6 +129,35 @@ async def test_a_resume_whose_look_up_fails_sends_nothing(
     assert "could not look up the rows an earlier run may have created" in err
     assert dots_emulator.stats.created == 0
     assert dots_emulator.stats.by_route["POST /api/v2/flows"] == 0
+
+
+async def test_closing_the_client_ends_a_resume_waiting_to_look_up_at_once(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    """A resume waits `settle` before it looks up the rows a killed run may have created;
+    `close()` left it waiting the whole settle, where every other wait of the client ends
+    at once with ClientClosedError."""
+    source, _ = people(tmp_path, 3)
+    output = tmp_path / "out.jsonl"
+    output.write_text('{"job":{"id":"0123abcd","started":"2026-01-01T00:00:00+00:00"}}\n')
+    dots = aiodots.Client(**dots_emulator.credentials, base_url=dots_emulator.base_url)
+    task = asyncio.create_task(run_job(
+        dots, read_rows(str(source)), output, total=3, reconcile=Reconcile(settle=30.0)
+    ))
+    try:
+        async with asyncio.timeout(5):
+            # This run's job line is written just before the settle begins.
+            while output.read_text().count('"job"') < 2:  # noqa: ASYNC110 - polling a file
+                await asyncio.sleep(0.01)
+        async with asyncio.timeout(2):  # not the 30 s settle
+            await dots.close()
+            with pytest.raises(aiodots.ClientClosedError, match="nothing was sent"):
+                await task
+    finally:
+        task.cancel()
+        await dots.close()
+    assert dots_emulator.stats.requests == 0  # no look-up, no create, after the close
+    assert records(output) == []
 
 
 async def test_no_reconcile_sends_plain_creates_and_writes_no_job_line(
