@@ -12,17 +12,19 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pytest
 
+import aiodots
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
 from aiodots.testing.spec import InvalidInput, load_spec
 
 pytest_plugins = ["pytester"]
 
 USER = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+ACCOUNT = "5e2b7c1a-9d40-4f3e-8a61-0c7d2e9b4f18"  # a bank account paid to
 
 
 class Raw:
@@ -465,6 +467,89 @@ async def test_a_repeated_key_gets_the_first_answer_even_after_the_transfer_move
     assert (status, again) == (201, first)
     _, now, _ = await raw.call("GET", f"/v2/transfers/{first['id']}")
     assert now["status"] == "completed"
+
+
+async def payee(dots: aiodots.Client) -> str:
+    user = await dots.users.create(
+        first_name="Ada", last_name="L", email="ada@example.com",
+        country_code="1", phone_number="4155550100",
+    )
+    assert user.id is not None
+    return user.id
+
+
+@pytest.mark.parametrize("platform", ["paypal", "venmo", "ach", "cash_app"])
+async def test_a_payout_answers_the_platform_it_was_sent_through(
+    raw: Raw, dots_emulator: DotsEmulator, dots_client: aiodots.Client,
+    platform: Literal["paypal", "venmo", "ach", "cash_app"],
+) -> None:
+    """The transfer a payout answers says in `external_data.platform` where the money
+    went: each of these is a value the document allows there. It used to say nothing,
+    and the model read None."""
+    dots_emulator.api.check_responses = True  # the answers fit the document too
+    user_id = await payee(dots_client)
+    account = {"account_id": ACCOUNT} if platform == "ach" else {}
+    transfer = await dots_client.payouts.create(
+        user_id=user_id, amount=500, platform=platform, account_id=account.get("account_id")
+    )
+    assert transfer.external_data is not None
+    assert transfer.external_data.platform == platform
+    assert transfer.external_data.account_id == account.get("account_id")
+    retrieved = await dots_client.transfers.retrieve(transfer.id or "")
+    assert retrieved.external_data == transfer.external_data
+
+    status, answered, _ = await raw.call(
+        "POST", "/v2/payouts", {"user_id": user_id, "amount": 500, "platform": platform, **account}
+    )
+    assert status == 201
+    assert answered["external_data"] == {"platform": platform, **account}
+    _, stored, _ = await raw.call("GET", f"/v2/transfers/{answered['id']}")
+    assert stored["external_data"] == answered["external_data"]
+
+
+async def test_a_payout_to_the_default_method_answers_the_users_default_platform(
+    raw: Raw, dots_emulator: DotsEmulator, dots_client: aiodots.Client
+) -> None:
+    """`default` is no platform of a transfer's: the payout goes through the user's
+    default payout method, and says which."""
+    dots_emulator.api.check_responses = True
+    user_id = await payee(dots_client)
+    user = await dots_client.users.update(user_id, default_payout_method="venmo")
+    assert user.default_payout_method == "venmo"
+    transfer = await dots_client.payouts.create(user_id=user_id, amount=500, platform="default")
+    assert transfer.external_data is not None
+    assert transfer.external_data.platform == "venmo"
+    status, answered, _ = await raw.call(
+        "POST", "/v2/payouts", {"user_id": user_id, "amount": 500, "platform": "default"}
+    )
+    assert (status, answered["external_data"]) == (201, {"platform": "venmo"})
+
+
+async def test_a_bank_transfer_payout_names_no_platform_the_document_does_not_give(
+    raw: Raw, dots_emulator: DotsEmulator, dots_client: aiodots.Client
+) -> None:
+    """A transfer's platforms do not include `bank_transfer`, and the document does not
+    say which of them (ach, intl_bank, wire?) such a payout answers: none is made up."""
+    dots_emulator.api.check_responses = True
+    user_id = await payee(dots_client)
+    transfer = await dots_client.payouts.create(
+        user_id=user_id, amount=500, platform="bank_transfer", account_id=ACCOUNT
+    )
+    assert transfer.external_data is not None
+    assert transfer.external_data.platform is None
+    assert transfer.external_data.account_id == ACCOUNT
+    _, answered, _ = await raw.call("GET", f"/v2/transfers/{transfer.id}")
+    assert answered["external_data"] == {"account_id": ACCOUNT}
+
+
+async def test_a_payout_without_a_platform_is_refused(
+    raw: Raw, dots_emulator: DotsEmulator, dots_client: aiodots.Client
+) -> None:
+    user_id = await payee(dots_client)
+    status, body, _ = await raw.call("POST", "/v2/payouts", {"user_id": user_id, "amount": 500})
+    assert status == 400
+    assert "'platform' is a required property" in body["message"]
+    assert dots_emulator.api.transfers == {}
 
 
 def test_the_standalone_emulator_takes_both_idempotency_readings_and_failures_after() -> None:

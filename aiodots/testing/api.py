@@ -74,6 +74,11 @@ class ApiState:
         self.users: dict[str, dict[str, Any]] = {}
         self.transfers: dict[str, dict[str, Any]] = {}
         self.payout_links: dict[str, dict[str, Any]] = {}
+        #: the platforms a transfer's `external_data` may name (the document's enum)
+        transfer = spec.resolve({"$ref": "#/components/schemas/transfer"})
+        self._transfer_platforms = frozenset(
+            transfer["properties"]["external_data"]["properties"]["platform"]["enum"]
+        )
         #: idempotency key -> (operation, status, JSON text) of the first answer: the
         #: text, not the object, which changes later (a payout settles) while a replay
         #: must be that first answer
@@ -240,7 +245,10 @@ class ApiState:
 
     # -- transfers and payouts ------------------------------------------------------------
 
-    def _new_transfer(self, body: dict[str, Any], kind: str, status: str) -> dict[str, Any]:
+    def _new_transfer(
+        self, body: dict[str, Any], kind: str, status: str,
+        external_data: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         user_id = body.get("user_id")
         if user_id is not None and user_id not in self.users:
             raise LookupError(f"user {user_id} not found")
@@ -248,7 +256,7 @@ class ApiState:
         transfer.update(
             id=str(uuid.uuid4()), created=now_text(), user_id=user_id, status=status,
             type=kind, amount=body["amount"], metadata=body.get("metadata"),
-            transactions=[], external_data={},
+            transactions=[], external_data=external_data or {},
         )
         transfer.pop("payout_link_id", None)
         if user_id is None:
@@ -265,9 +273,30 @@ class ApiState:
 
     def _create_payout(self, op: OperationSpec, path: Any, query: Any, body: Any) -> Any:
         try:
-            return self._new_transfer(body, "payout", "pending")
+            return self._new_transfer(body, "payout", "pending", self._paid_through(body))
         except LookupError as exc:
             return 404, str(exc).strip("'")
+
+    def _paid_through(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A payout's `external_data`: the platform the money goes through, and the bank
+        account it goes to when one was named.
+
+        `paypal`, `venmo`, `ach` and `cash_app` are platforms of a transfer too, and are
+        answered as sent. `default` is the user's default payout method (a `rail`, each of
+        which a transfer's platform allows). `bank_transfer` is no platform of a
+        transfer's, and the document does not say which one it answers: it is left out,
+        as the document allows, rather than made up.
+        """
+        external: dict[str, Any] = {}
+        platform = body["platform"]
+        if platform == "default":
+            user = self.users.get(body["user_id"])
+            platform = None if user is None else user.get("default_payout_method")
+        if platform in self._transfer_platforms:
+            external["platform"] = platform
+        if body.get("account_id") is not None:
+            external["account_id"] = body["account_id"]
+        return external
 
     def _get_transfer(self, op: OperationSpec, path: Any, query: Any, body: Any) -> Any:
         return self.transfers.get(path["transfer_id"]) or (404, "transfer not found")
