@@ -573,6 +573,26 @@ class Transport:
                 method=request.method, path=request.path,
             ) from None
 
+    def _heard_error(
+        self, request: _Request, status: int, headers: Mapping[str, str], sent_at: float
+    ) -> float | None:
+        """Tell the stats and the limiter of an error answer, and return the wait its
+        `Retry-After` asks for (a 429's or a 503's), if any."""
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(headers.get("Retry-After"), date=headers.get("Date"))
+        if status == 429:
+            self._stats.rate_limited += 1
+        if self._header_limiter is not None:
+            self._header_limiter.on_headers(headers)
+        # A Retry-After this call refuses to wait out must not hold every other caller
+        # that long either: they go on, and fail fast on their own 429s if it persists.
+        pause = retry_after
+        if pause is not None and pause > request.max_pause:
+            pause = None
+        self._limiter.on_response(status, sent_at, pause)
+        return retry_after
+
     async def _attempt(
         self, request: _Request, attempt: int, first: tuple[RetryPolicy, Replay] | None = None
     ) -> Any:
@@ -685,21 +705,7 @@ class Transport:
                 return result
 
             headers = response.headers  # read only on the error path: success never needs it
-            retry_after = None
-            if status in (429, 503):
-                retry_after = parse_retry_after(
-                    headers.get("Retry-After"), date=headers.get("Date")
-                )
-            if status == 429:
-                self._stats.rate_limited += 1
-            if self._header_limiter is not None:
-                self._header_limiter.on_headers(headers)
-            # A Retry-After this call refuses to wait out must not hold every other caller
-            # that long either: they go on, and fail fast on their own 429s if it persists.
-            pause = retry_after
-            if pause is not None and pause > request.max_pause:
-                pause = None
-            limiter.on_response(status, sent_at, pause)
+            retry_after = self._heard_error(request, status, headers, sent_at)
             raise error_for_response(
                 status, headers, raw, method=request.method, path=request.path,
                 reason=response.reason, retry_after=retry_after,
