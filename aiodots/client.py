@@ -80,11 +80,12 @@ class Client:
       `proxy=os.environ.get("HTTPS_PROXY")` to use one.
     - `max_response_size`: the most bytes of an answer's body read into memory (as
       decoded, if compressed); a larger one fails the call with `ResponseTooLargeError`,
-      unretried, so that a misbehaving server or proxy, or an endless body, cannot
-      exhaust a job's memory. 32 MiB by default: every answer of the API is JSON, the
-      largest a list page of 100 objects or a payout batch's results (5,000 items at
-      most, some megabytes with their requests and metadata), and no operation answers
-      with a file. Each call in flight may hold that much at once.
+      unretried (a 429 or 503 stays that refusal, only its body unread), so that a
+      misbehaving server or proxy, or an endless body, cannot exhaust a job's memory.
+      32 MiB by default: every answer of the API is JSON, the largest a list page of
+      100 objects or a payout batch's results (5,000 items at most, some megabytes with
+      their requests and metadata), and no operation answers with a file. Each call in
+      flight may hold that much at once.
     """
 
     def __init__(

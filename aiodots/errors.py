@@ -211,12 +211,13 @@ class UnreadableResponseError(InvalidResponseError):
 
 
 class ResponseTooLargeError(InvalidResponseError):
-    """An answer whose body is larger than the client's `max_response_size`, whatever its
-    status: its `Content-Length` said so (then none of it was read), or more than that
-    many bytes arrived (without a `Content-Length`, or decompressed; then reading
-    stopped there). The connection is closed, not reused, and the call is not retried:
-    a server that sent it once would send it again. As for any `InvalidResponseError`, a
-    2xx means the call took effect.
+    """An answer whose body is larger than the client's `max_response_size`, a 2xx or an
+    error other than a refusal (429, 503: those end as their own errors, see
+    `error_for_unread_body`): its `Content-Length` said so (then none of it was read), or
+    more than that many bytes arrived (without a `Content-Length`, or decompressed; then
+    reading stopped there). The connection is closed, not reused, and the call is not
+    retried: a server that sent it once would send it again. As for any
+    `InvalidResponseError`, a 2xx means the call took effect.
 
     `limit` is the setting; `size` the declared length (`declared` True), or the bytes
     received when reading stopped (more than `limit`, `declared` False). `body` is None:
@@ -252,6 +253,35 @@ def response_too_large(
         f"the response body is over max_response_size={limit} bytes: {how}",
         limit=limit, size=size, declared=declared,
         status=status, method=method, path=path, headers=headers,
+    )
+
+
+#: Statuses that refuse a request for now and may say when to come back (`Retry-After`):
+#: all they mean is in their status line and headers.
+REFUSAL_STATUSES = frozenset({429, 503})
+
+
+def error_for_unread_body(
+    too_large: ResponseTooLargeError, *, reason: str | None, retry_after: float | None
+) -> APIError:
+    """What a call fails with when its answer's body was over `max_response_size`. Pure.
+
+    A refusal (`REFUSAL_STATUSES`) says all it means in its status and headers: the
+    request was not acted on, and when to come back. Its body (a proxy's error page,
+    say) is no part of that, and the answer after the wait owes nothing to it. So it
+    ends as a refusal of any size does, as its status's error (`RateLimitError`,
+    `ServerError`) with the `retry_after` its headers asked for, and is retried as any
+    refusal is; its `body` is None, and its message says why. Any other status ends with
+    `too_large` itself: a 2xx's body was the answer, another error's its account of
+    itself, and either would come back as large.
+    """
+    status = too_large.status
+    if status not in REFUSAL_STATUSES:
+        return too_large
+    return error_class_for_status(status)(
+        f"{reason or 'refused'}; {too_large.message}",
+        status=status, method=too_large.method, path=too_large.path,
+        headers=too_large.headers, retry_after=retry_after,
     )
 
 

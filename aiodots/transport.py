@@ -26,6 +26,7 @@ from yarl import URL
 from . import _json
 from ._version import __version__
 from .errors import (
+    REFUSAL_STATUSES,
     APIConnectionError,
     APIError,
     APITimeoutError,
@@ -36,10 +37,12 @@ from .errors import (
     IdempotencyKeyReusedError,
     NotSentTimeout,
     RateLimitError,
+    ResponseTooLargeError,
     TLSVerificationError,
     UnreadableResponseError,
     ValidationError,
     error_for_response,
+    error_for_unread_body,
     excerpt,
     response_too_large,
 )
@@ -579,7 +582,7 @@ class Transport:
         """Tell the stats and the limiter of an error answer, and return the wait its
         `Retry-After` asks for (a 429's or a 503's), if any."""
         retry_after = None
-        if status in (429, 503):
+        if status in REFUSAL_STATUSES:
             retry_after = parse_retry_after(headers.get("Retry-After"), date=headers.get("Date"))
         if status == 429:
             self._stats.rate_limited += 1
@@ -592,6 +595,31 @@ class Transport:
             pause = None
         self._limiter.on_response(status, sent_at, pause)
         return retry_after
+
+    def _heard_too_large(
+        self,
+        request: _Request,
+        too_large: ResponseTooLargeError,
+        response: aiohttp.ClientResponse,
+        sent_at: float,
+        attempt: int,
+    ) -> APIError:
+        """An answer whose body was over `max_response_size`, told to the stats and the
+        limiter as one read whole is: its status and headers arrived whole, only its body
+        was not read. Returns what the attempt fails with (`error_for_unread_body`): a
+        429 that refused the call is a `RateLimitError`, whose Retry-After the retry
+        policy waits out, whatever page came with it."""
+        status = too_large.status
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %d, its body over max_response_size (attempt %d, %.1f ms)",
+                request.method, request.path, status, attempt,
+                (self._limiter.now() - sent_at) * 1000,
+            )
+        if 200 <= status < 300:
+            return too_large
+        retry_after = self._heard_error(request, status, response.headers, sent_at)
+        return error_for_unread_body(too_large, reason=response.reason, retry_after=retry_after)
 
     async def _attempt(
         self, request: _Request, attempt: int, first: tuple[RetryPolicy, Replay] | None = None
@@ -653,9 +681,14 @@ class Transport:
                     if content.is_eof() and content.total_bytes <= self._max_response_size:
                         raw = await response.read()
                     else:
-                        raw = await _read_bounded(
-                            response, self._max_response_size, request.method, request.path
-                        )
+                        try:
+                            raw = await _read_bounded(
+                                response, self._max_response_size, request.method, request.path
+                            )
+                        except ResponseTooLargeError as too_large:
+                            raise self._heard_too_large(
+                                request, too_large, response, sent_at, attempt
+                            ) from None
                     status = response.status
             except (TimeoutError, aiohttp.ClientError) as exc:
                 self._stats.connection_errors += 1

@@ -10,7 +10,13 @@ import pytest
 from yarl import URL
 
 import aiodots
-from aiodots.errors import error_for_response, excerpt, message_from_body, response_too_large
+from aiodots.errors import (
+    error_for_response,
+    error_for_unread_body,
+    excerpt,
+    message_from_body,
+    response_too_large,
+)
 
 from .conftest import BASE_URL, ERROR_CLASSES, flow_json
 
@@ -273,13 +279,47 @@ def test_a_body_over_the_limit_names_the_limit_and_the_size_and_nothing_of_the_b
     assert "SECRET" not in repr(error)
 
 
-def test_a_body_over_the_limit_is_never_retried_whatever_its_status() -> None:
-    """A server that sent 200 MB once sends it again: no status and no kind of call
-    makes it worth another attempt (a 503's, say, which is otherwise retried)."""
+@pytest.mark.parametrize("status", [200, 201, 408, 500, 502, 504])
+def test_a_body_over_the_limit_is_never_retried_unless_a_refusal_came_with_it(
+    status: int,
+) -> None:
+    """A server that sent 200 MB once sends it again: no kind of call makes it worth
+    another attempt (a 502's, say, which is otherwise retried for a read)."""
     policy = aiodots.RetryPolicy()
-    for status in (200, 503, 429):
-        error = response_too_large(
-            status, {}, limit=10, size=11, declared=False, method="GET", path="/v2/flows"
-        )
-        for replay in aiodots.Replay:
-            assert not policy.is_retryable(error, replay)
+    too_large = response_too_large(
+        status, {}, limit=10, size=11, declared=False, method="GET", path="/v2/flows"
+    )
+    error = error_for_unread_body(too_large, reason="Whatever", retry_after=None)
+    assert error is too_large
+    for replay in aiodots.Replay:
+        assert not policy.is_retryable(error, replay)
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "cls"),
+    [(429, "Too Many Requests", aiodots.RateLimitError),
+     (503, "Service Unavailable", aiodots.ServerError)],
+)
+def test_a_refusal_over_the_limit_is_still_that_refusal_with_its_retry_after(
+    status: int, reason: str, cls: type[aiodots.APIError]
+) -> None:
+    """A 429 or a 503 means what its status and headers say, whatever page comes with
+    it: the error of its status, retried for every kind of call as a refusal is."""
+    too_large = response_too_large(
+        status, {"Retry-After": "7"}, limit=10, size=4096, declared=True,
+        method="POST", path="/v2/flows",
+    )
+    error = error_for_unread_body(too_large, reason=reason, retry_after=7.0)
+    assert type(error) is cls
+    assert (error.status, error.retry_after, error.body, error.error_code) == (
+        status, 7.0, None, None
+    )
+    assert error.headers["retry-after"] == "7"
+    assert str(error) == (
+        f"{status} {reason}; the response body is over max_response_size=10 bytes: its "
+        "Content-Length declares 4096 bytes; none of it was read (POST /v2/flows)"
+    )
+    policy = aiodots.RetryPolicy()
+    for replay in aiodots.Replay:
+        assert policy.is_retryable(error, replay)
+    assert policy.wait_for(error, 1) == 7.0

@@ -5,24 +5,30 @@ closed rather than pooled half read.
 
 A server on 127.0.0.1 sends a flow padded with spaces (still valid JSON) to the size a
 test asks for, with a `Content-Length`, chunked without one, or gzip-compressed, and
-records what it wrote and on which connection."""
+records what it wrote and on which connection. It can answer 429 or 503 first, with
+a `Retry-After` and a body as large: only the body is past the limit, and the status
+and headers are heard as those of any answer."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 import zlib
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal, NamedTuple
 
 import pytest
 from aiohttp import web
 
 import aiodots
+from aiodots.ratelimit import AdaptiveRateLimiter
 from aiodots.testing import DotsEmulator
 from aiodots.transport import MAX_RESPONSE_SIZE
 
-from .conftest import API_KEY, CLIENT_ID, flow_json
+from .conftest import API_KEY, CLIENT_ID, FakeSleep, flow_json
 from .network_fixtures import serve
 
 Mode = Literal["length", "chunked", "gzip"]
@@ -34,13 +40,23 @@ ENDLESS = 256 * 1024 * 1024
 PIECE = 64 * 1024
 
 
+class Answer(NamedTuple):
+    """One answer queued before the usual: `status` with `headers`, its body `size` bytes."""
+
+    status: int
+    size: int
+    headers: Mapping[str, str] = {}
+
+
 class PaddedFlows:
-    """Answers `GET /api/v2/flows/{id}` with a flow padded to `size` bytes (as decoded)."""
+    """Answers `GET /api/v2/flows/{id}` with a flow padded to `size` bytes (as decoded),
+    once the answers `queued` are sent, one a request."""
 
     def __init__(self) -> None:
         self.size = 0
         self.mode: Mode = "length"
         self.status = 200
+        self.queued: deque[Answer] = deque()
         self.answers: list[dict[str, Any]] = []  # per request: sent, finished, peer
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -49,9 +65,11 @@ class PaddedFlows:
             "sent": 0, "finished": False, "peer": request.transport.get_extra_info("peername")
         }
         self.answers.append(answer)
-        flow = json.dumps(flow_json()).encode()
-        size = max(self.size, len(flow))
-        response = web.StreamResponse(status=self.status)
+        queued = self.queued.popleft() if self.queued else None
+        status, size, headers = queued or (self.status, self.size, {})
+        flow = json.dumps(flow_json()).encode()  # what it pads, an error's body too
+        size = max(size, len(flow))
+        response = web.StreamResponse(status=status, headers=headers)
         response.content_type = "application/json"
         if self.mode == "gzip":
             # Small on the wire, `size` bytes inflated.
@@ -199,18 +217,166 @@ async def test_a_small_compressed_body_that_inflates_past_the_limit_is_stopped(
     assert LIMIT < caught.value.size <= LIMIT + 1024 * 1024
 
 
+@pytest.mark.parametrize("status", [500, 502])
 async def test_an_error_status_over_the_limit_is_not_retried_either(
-    server: tuple[PaddedFlows, str],
+    server: tuple[PaddedFlows, str], status: int
 ) -> None:
-    """A 503 is otherwise retried; one with a body past the limit would come back the same."""
+    """A read answered 500 or 502 is otherwise retried; one whose body, the error's
+    account of itself, is past the limit would come back the same."""
     padded, base_url = server
-    padded.mode, padded.size, padded.status = "chunked", ENDLESS, 503
+    padded.mode, padded.size, padded.status = "chunked", ENDLESS, status
     async with client(base_url, max_response_size=LIMIT, max_retries=3) as dots:
         with pytest.raises(aiodots.ResponseTooLargeError) as caught:
             await retrieve(dots)
         assert dots.stats.requests == 1
-    assert caught.value.status == 503
+    assert caught.value.status == status
     assert len(padded.answers) == 1
+
+
+def on_a_virtual_clock(sleep: FakeSleep) -> dict[str, Any]:
+    """A client's options that make it wait on `sleep`'s clock, its limiter's pauses too."""
+    return {"sleep": sleep, "rate_limiter": AdaptiveRateLimiter(clock=sleep.now, sleep=sleep)}
+
+
+@pytest.mark.parametrize("mode", ["length", "chunked", "gzip"])
+async def test_a_429_over_the_limit_is_a_rate_limit_refusal_whose_retry_after_is_honoured(
+    server: tuple[PaddedFlows, str], mode: Mode, fake_sleep: FakeSleep
+) -> None:
+    """A proxy's error page past the limit, say: the status and the Retry-After are the
+    answer, and arrive whole. Only the body is not read."""
+    padded, base_url = server
+    padded.mode = mode
+    padded.queued.append(Answer(429, LIMIT + 1, {"Retry-After": "7"}))
+    options = on_a_virtual_clock(fake_sleep)
+    async with client(base_url, max_response_size=LIMIT, **options) as dots:
+        flow = await retrieve(dots)
+        stats = dots.stats.snapshot()
+    assert flow.id == flow_json()["id"]
+    assert len(padded.answers) == 2
+    # Every caller paused the 7 s asked from the refusal (the clock stood at 1000), and
+    # the call went again once they had passed.
+    assert options["rate_limiter"].paused_until == 1007.0
+    assert fake_sleep.waits == [7.0]
+    assert (stats.requests, stats.retries, stats.rate_limited, stats.failures) == (2, 1, 1, 0)
+
+
+async def test_a_429_over_the_limit_that_persists_fails_with_rate_limit_error_and_its_wait(
+    dots_emulator: DotsEmulator, fake_sleep: FakeSleep
+) -> None:
+    """An HTML page (some 150 bytes) past a small limit, on both attempts: the call ends
+    as on any 429, with the wait the server asked for and no body."""
+    dots_emulator.fail_next(2, status=429, body="html", retry_after="3")
+    async with aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url,
+        max_response_size=64, max_retries=1, **on_a_virtual_clock(fake_sleep),
+    ) as dots:
+        with pytest.raises(aiodots.RateLimitError) as caught:
+            await retrieve(dots)
+        stats = dots.stats.snapshot()
+    error = caught.value
+    assert not isinstance(error, aiodots.ResponseTooLargeError)
+    assert (error.status, error.retry_after, error.body, error.error_code) == (429, 3, None, None)
+    assert error.headers["Retry-After"] == "3"
+    size = int(error.headers["Content-Length"])
+    assert str(error) == (
+        "429 Too Many Requests; the response body is over max_response_size=64 bytes: its "
+        f"Content-Length declares {size} bytes; none of it was read (GET /v2/flows/f-1)"
+    )
+    assert dots_emulator.stats.by_status[429] == 2
+    assert fake_sleep.waits == [3.0]
+    assert (stats.requests, stats.retries, stats.rate_limited, stats.failures) == (2, 1, 2, 1)
+
+
+async def test_an_oversized_429_asking_past_max_retry_after_fails_fast_and_holds_no_one(
+    server: tuple[PaddedFlows, str], fake_sleep: FakeSleep
+) -> None:
+    padded, base_url = server
+    padded.queued.append(Answer(429, ENDLESS, {"Retry-After": "3600"}))
+    options = on_a_virtual_clock(fake_sleep)
+    async with client(
+        base_url, max_response_size=LIMIT, max_retry_after=30, **options
+    ) as dots:
+        with pytest.raises(aiodots.RateLimitError) as caught:
+            await retrieve(dots)
+        assert dots.stats.rate_limited == 1
+    assert caught.value.retry_after == 3600
+    assert len(padded.answers) == 1
+    assert fake_sleep.waits == []
+    assert options["rate_limiter"].paused_until == -math.inf  # the others go on
+
+
+@pytest.mark.parametrize("mode", ["length", "chunked"])
+async def test_a_503_over_the_limit_is_retried_after_its_retry_after(
+    server: tuple[PaddedFlows, str], mode: Mode, fake_sleep: FakeSleep
+) -> None:
+    """A 503 says, as a 429 does, that the request was not acted on and when to come
+    back; the page that says so, however large, says nothing of the answer after."""
+    padded, base_url = server
+    padded.mode = mode
+    padded.queued.append(Answer(503, ENDLESS, {"Retry-After": "5"}))
+    async with client(base_url, max_response_size=LIMIT, **on_a_virtual_clock(fake_sleep)) as dots:
+        flow = await retrieve(dots)
+        stats = dots.stats.snapshot()
+    assert flow.id == flow_json()["id"]
+    assert len(padded.answers) == 2
+    assert not padded.answers[0]["finished"]  # its body was not read to the end
+    assert fake_sleep.waits == [5.0]
+    assert (stats.requests, stats.retries, stats.rate_limited) == (2, 1, 0)
+
+
+async def test_a_503_over_the_limit_that_persists_fails_with_server_error_and_its_wait(
+    server: tuple[PaddedFlows, str],
+) -> None:
+    padded, base_url = server
+    padded.queued.append(Answer(503, LIMIT + 1, {"Retry-After": "5"}))
+    async with client(base_url, max_response_size=LIMIT, max_retries=0) as dots:
+        with pytest.raises(aiodots.ServerError) as caught:
+            await retrieve(dots)
+    assert not isinstance(caught.value, aiodots.ResponseTooLargeError)
+    assert (caught.value.status, caught.value.retry_after, caught.value.body) == (503, 5, None)
+
+
+class LimiterSpy:
+    """A limiter that records what the transport tells it of each answer."""
+
+    def __init__(self) -> None:
+        self.wants_headers = True
+        self.responses: list[tuple[int, float | None]] = []
+        self.limits: list[str | None] = []  # each answer's X-RateLimit-Limit handed over
+
+    async def acquire(self) -> float:
+        return 0.0
+
+    def on_response(self, status: int, sent_at: float, retry_after: float | None) -> None:
+        self.responses.append((status, retry_after))
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def on_headers(self, headers: Mapping[str, str]) -> None:
+        self.limits.append(headers.get("X-RateLimit-Limit"))
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after"), [(429, 7.0), (503, 7.0), (500, None)]
+)
+async def test_an_answer_over_the_limit_is_reported_to_the_limiter_with_its_headers(
+    server: tuple[PaddedFlows, str], status: int, retry_after: float | None
+) -> None:
+    """What a limiter learns from an answer is in its status and headers, which arrive
+    whole however large the body: a 429 over the limit still refused the call."""
+    padded, base_url = server
+    padded.queued.append(
+        Answer(status, LIMIT + 1, {"Retry-After": "7", "X-RateLimit-Limit": "100"})
+    )
+    spy = LimiterSpy()
+    async with client(
+        base_url, max_response_size=LIMIT, max_retries=0, rate_limiter=spy
+    ) as dots:
+        with pytest.raises(aiodots.APIError):
+            await retrieve(dots)
+    assert spy.responses == [(status, retry_after)]
+    assert spy.limits == ["100"]
 
 
 @pytest.mark.parametrize("mode", ["length", "chunked"])
