@@ -605,10 +605,10 @@ class Transport:
         attempt: int,
     ) -> APIError:
         """An answer whose body was over `max_response_size`, told to the stats and the
-        limiter as one read whole is: its status and headers arrived whole, only its body
-        was not read. Returns what the attempt fails with (`error_for_unread_body`): a
-        429 that refused the call is a `RateLimitError`, whose Retry-After the retry
-        policy waits out, whatever page came with it."""
+        limiter as one read whole is (a 2xx as a success): its status and headers arrived
+        whole, only its body was not read. Returns what the attempt fails with
+        (`error_for_unread_body`): a 429 that refused the call is a `RateLimitError`,
+        whose Retry-After the retry policy waits out, whatever page came with it."""
         status = too_large.status
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -617,6 +617,13 @@ class Transport:
                 (self._limiter.now() - sent_at) * 1000,
             )
         if 200 <= status < 300:
+            # The server accepted the request, whatever it answered with: a success for
+            # the limiter as on the success path (the adaptive one logs the send, which
+            # spent a token of the server's bucket), headers only while it wants them.
+            header_limiter = self._header_limiter
+            if header_limiter is not None and header_limiter.wants_headers:
+                header_limiter.on_headers(response.headers)
+            self._limiter.on_response(status, sent_at, None)
             return too_large
         retry_after = self._heard_error(request, status, response.headers, sent_at)
         return error_for_unread_body(too_large, reason=response.reason, retry_after=retry_after)

@@ -358,13 +358,15 @@ class LimiterSpy:
 
 
 @pytest.mark.parametrize(
-    ("status", "retry_after"), [(429, 7.0), (503, 7.0), (500, None)]
+    ("status", "retry_after"), [(200, None), (429, 7.0), (503, 7.0), (500, None)]
 )
 async def test_an_answer_over_the_limit_is_reported_to_the_limiter_with_its_headers(
     server: tuple[PaddedFlows, str], status: int, retry_after: float | None
 ) -> None:
     """What a limiter learns from an answer is in its status and headers, which arrive
-    whole however large the body: a 429 over the limit still refused the call."""
+    whole however large the body: a 429 over the limit still refused the call, and a
+    2xx was still accepted (it spent a token of the server's bucket, and a send log
+    that left it out would solve that bucket wrong)."""
     padded, base_url = server
     padded.queued.append(
         Answer(status, LIMIT + 1, {"Retry-After": "7", "X-RateLimit-Limit": "100"})
