@@ -1001,15 +1001,15 @@ def render_method(m: MethodSpec, resource_class: str) -> list[str]:
             "        options = call_options(**overrides)",
             f"        reconciler = self._reconciler({reconciled}, reconcile, overrides)",
             "        if reconciler is None:",
-            "            return await self.send_create(request, options)",
+            "            return await self._post(request, options)",
             f"        result: {returns} = await reconciler.create(",
-            "            request, partial(self.send_create, options=options)",
+            "            request, partial(self._post, options=options)",
             "        )",
             "        return result",
         ]
         return lines
     if m.resource in BULK_CREATE and m.verb == "create":
-        lines.append(f"        return await self.send_create(request, {send_options})")
+        lines.append(f"        return await self._post(request, {send_options})")
         return lines
     call_kwargs = []
     if m.query:
@@ -1057,9 +1057,16 @@ def render_bulk(m: MethodSpec) -> list[str]:
         "",
         f"    async def send_create(self, request: {body}, options: CallOptions | None = None)"
         f" -> {result}:",
-        f'        """Create from a prepared `{body}` (what `create_many` calls per item)."""',
-        f"        result: {result} = await self._send(_CREATE, body=request, options=options)",
+        f'        """Create from a prepared `{body}` (what `create_many` sends per item)."""',
+        f"        result: {result} = await self._post(request, options)",
         "        return result",
+        "",
+        f"    def _post(self, request: {body}, options: CallOptions | None)"
+        f" -> Awaitable[{result}]:",
+        '        """`send_create`\'s call: the transport\'s coroutine itself, which `create` and',
+        '        `create_many`\'s workers await with no coroutine around it (see `_send`)."""',
+        f"        sent: Awaitable[{result}] = self._send(_CREATE, body=request, options=options)",
+        "        return sent",
         "",
         "    def create_many(",
         "        self,",
@@ -1095,7 +1102,7 @@ def render_bulk(m: MethodSpec) -> list[str]:
         '        """',
         "        return self._create_many(",
         "            requests,",
-        "            self.send_create,",
+        "            self._post,",
         f"            partial(v.coerce, {body}),",
         "            concurrency=concurrency,",
         "            ordered=ordered,",
@@ -1131,7 +1138,7 @@ def render_resource(gen: Generator, resource: str) -> str:
     if bulk:
         std["typing"].add("Any")
         std.setdefault("collections.abc", set()).update(
-            {"AsyncIterable", "Callable", "Iterable", "Mapping"}
+            {"AsyncIterable", "Awaitable", "Callable", "Iterable", "Mapping"}
         )
         std["functools"] = {"partial"}
     for name, source in (("Any", "typing"), ("Literal", "typing"), ("Mapping", "collections.abc"),

@@ -176,7 +176,7 @@ class Resource:
         self._transport = transport
         self._retry_counter = retry_counter
 
-    async def _send(
+    def _send(
         self,
         op: Operation,
         path_args: Mapping[str, object] | None = None,
@@ -186,13 +186,17 @@ class Resource:
         options: CallOptions | None = None,
         raw_body: Any = None,
         params: Mapping[str, str] | None = None,
-    ) -> Any:
-        """Send one logical call of `op` and decode its answer.
+    ) -> Awaitable[Any]:
+        """Send one logical call of `op`; awaiting the result gives its decoded answer.
 
         `query` is the caller's arguments, checked here; `params` a query already
         checked (or taken from the server's answer, as a list's next cursor), sent as
         it is. A request model with an `idempotency_key` field gets a fresh UUID4 when the
         caller left it unset; the same key then goes out on every attempt.
+
+        What it returns is the transport's coroutine itself, unless the call is a keyed
+        transfer that may need looking up after it (`_recovering`): every coroutine level
+        between the caller and the socket is crossed again each time the request resumes.
         """
         path = op.path_for(path_args)
         if query:
@@ -202,9 +206,27 @@ class Resource:
             body = with_idempotency_key(body)
             key = getattr(body, "idempotency_key", None)
         payload = unstructure_request(body) if body is not None else raw_body
+        if key is None or op.key not in RECOVERABLE:
+            sent: Awaitable[Any] = self._transport.request(
+                op.method, path, body=payload, params=params or None, replay=op.replay,
+                options=options, decode=op.decode, idempotency_key=key,
+            )
+            return sent
+        return self._recovering(op, path, payload, params, key, options)
+
+    async def _recovering(
+        self,
+        op: Operation,
+        path: str,
+        payload: Any,
+        params: Mapping[str, str] | None,
+        key: str,
+        options: CallOptions | None,
+    ) -> Any:
+        """A keyed transfer's call, and the transfer it made when the key is refused."""
         # Only a keyed call may need to look its transfer up since it began: the clock is
         # read for those alone, not on every call.
-        started = datetime.now(UTC) if key is not None else None
+        started = datetime.now(UTC)
         try:
             return await self._transport.request(
                 op.method, path, body=payload, params=params or None, replay=op.replay,
@@ -213,8 +235,6 @@ class Resource:
         except IdempotencyKeyReusedError:
             # The money moved on an attempt of this call whose answer was lost. Find what
             # it made; failing that, the error says so and names the key.
-            if op.key not in RECOVERABLE or started is None:
-                raise
             found = await find_transfer(self, payload, started, options)
             if found is None:
                 raise
@@ -224,7 +244,7 @@ class Resource:
             # died before recording its answer, say. Dots' idempotency reference answers
             # the first object again; where the API refuses the key instead, the client
             # looks for that object within the key's lifetime, so both readings agree.
-            if op.key not in RECOVERABLE or started is None or not is_key_rejection(exc):
+            if not is_key_rejection(exc):
                 raise
             found = await find_transfer(self, payload, started - KEY_LIFETIME, options)
             if found is None:
@@ -301,7 +321,7 @@ class Resource:
     def _create_many(
         self,
         requests: Any,
-        send: Callable[[Req, CallOptions | None], Any],
+        send: Callable[[Req, CallOptions | None], Awaitable[Any]],
         prepare: Callable[[Any], Req],
         *,
         concurrency: int,
@@ -312,8 +332,10 @@ class Resource:
     ) -> Batch[Req, Any]:
         options = call_options(**overrides)
 
-        async def run_one(request: Req) -> Any:
-            return await send(request, options)
+        def run_one(request: Req) -> Awaitable[Any]:
+            # `send`'s awaitable itself, which the batch's worker awaits: a coroutine here
+            # would be one more level crossed each time the request resumes.
+            return send(request, options)
 
         def prepare_keyed(raw: Any) -> Req:
             # The key is fixed when the item is prepared, so every attempt of the item

@@ -71,12 +71,17 @@ class Flows:
         options = call_options(**overrides)
         reconciler = self._reconciler(reconcile, overrides)
         if reconciler is not None:
-            return await reconciler.create(request, lambda r: self.send_create(r, options))
-        return await self.send_create(request, options)
+            return await reconciler.create(request, lambda r: self._post(r, options))
+        return await self._post(request, options)
 
     async def send_create(self, request: CreateFlow, options: CallOptions | None = None) -> Flow:
         """Create a flow from a prepared `CreateFlow` (what `create_many` calls per item)."""
-        flow: Flow = await self._transport.request(
+        return await self._post(request, options)
+
+    def _post(self, request: CreateFlow, options: CallOptions | None) -> Awaitable[Flow]:
+        """`send_create`'s call: the transport's coroutine itself, which `create` and
+        `create_many`'s workers await with no coroutine around it (see `_page`)."""
+        flow: Awaitable[Flow] = self._transport.request(
             "POST", _PATH, body=unstructure_request(request),
             replay=self.CREATE_REPLAY, options=options, decode=_created_flow,
         )
@@ -154,7 +159,7 @@ class Flows:
         # A partial, not a wrapping coroutine: every coroutine level between the batch's
         # worker and the socket is crossed again each time the request resumes.
         create_one: Callable[[CreateFlow], Awaitable[Flow]] = functools.partial(
-            self.send_create, options=options
+            self._post, options=options
         )
         prepare: Callable[[Any], CreateFlow] = CreateFlow.coerce
         call = create_one

@@ -6,7 +6,7 @@ generator, not this file.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, Literal, Unpack
 from uuid import UUID
@@ -72,14 +72,20 @@ class Payouts(Resource):
             metadata=metadata,
             payout_fee_party=payout_fee_party,
         )
-        return await self.send_create(request, call_options(**overrides))
+        return await self._post(request, call_options(**overrides))
 
     async def send_create(
         self, request: CreatePayout, options: CallOptions | None = None
     ) -> Transfer:
-        """Create from a prepared `CreatePayout` (what `create_many` calls per item)."""
-        result: Transfer = await self._send(_CREATE, body=request, options=options)
+        """Create from a prepared `CreatePayout` (what `create_many` sends per item)."""
+        result: Transfer = await self._post(request, options)
         return result
+
+    def _post(self, request: CreatePayout, options: CallOptions | None) -> Awaitable[Transfer]:
+        """`send_create`'s call: the transport's coroutine itself, which `create` and
+        `create_many`'s workers await with no coroutine around it (see `_send`)."""
+        sent: Awaitable[Transfer] = self._send(_CREATE, body=request, options=options)
+        return sent
 
     def create_many(
         self,
@@ -100,7 +106,7 @@ class Payouts(Resource):
         """
         return self._create_many(
             requests,
-            self.send_create,
+            self._post,
             partial(v.coerce, CreatePayout),
             concurrency=concurrency,
             ordered=ordered,

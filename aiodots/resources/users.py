@@ -6,7 +6,7 @@ generator, not this file.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from datetime import date
 from functools import partial
 from typing import Any, Literal, Unpack
@@ -171,14 +171,20 @@ class Users(Resource):
         options = call_options(**overrides)
         reconciler = self._reconciler(_LIST, reconcile, overrides)
         if reconciler is None:
-            return await self.send_create(request, options)
-        result: User = await reconciler.create(request, partial(self.send_create, options=options))
+            return await self._post(request, options)
+        result: User = await reconciler.create(request, partial(self._post, options=options))
         return result
 
     async def send_create(self, request: CreateUser, options: CallOptions | None = None) -> User:
-        """Create from a prepared `CreateUser` (what `create_many` calls per item)."""
-        result: User = await self._send(_CREATE, body=request, options=options)
+        """Create from a prepared `CreateUser` (what `create_many` sends per item)."""
+        result: User = await self._post(request, options)
         return result
+
+    def _post(self, request: CreateUser, options: CallOptions | None) -> Awaitable[User]:
+        """`send_create`'s call: the transport's coroutine itself, which `create` and
+        `create_many`'s workers await with no coroutine around it (see `_send`)."""
+        sent: Awaitable[User] = self._send(_CREATE, body=request, options=options)
+        return sent
 
     def create_many(
         self,
@@ -204,7 +210,7 @@ class Users(Resource):
         """
         return self._create_many(
             requests,
-            self.send_create,
+            self._post,
             partial(v.coerce, CreateUser),
             concurrency=concurrency,
             ordered=ordered,
