@@ -134,13 +134,22 @@ def _structure_date(value: Any, _: Any) -> date:
     raise TypeError(f"expected an ISO 8601 date string, not {type(value).__name__}")
 
 
+#: Every integer below this in magnitude is a float exactly, and no float there stands for
+#: two of them.
+_EXACT_FLOAT_INTEGERS = 2**53
+
+
 def _structure_int(value: Any, _: Any) -> int:
     # Money is integer cents. A whole float (100.0, as some encoders write it) is the
-    # same amount; a fraction of a cent, a string or a bool is a bad response.
+    # same amount; a fraction of a cent, a string or a bool is a bad response. So is a
+    # float past 2**53: it may be an integer rounded on the way (orjson reads one past 64
+    # bits as a float), and the amount it was is lost.
     if type(value) is int:
         return value
     if type(value) is float and value.is_integer():
-        return int(value)
+        if abs(value) < _EXACT_FLOAT_INTEGERS:
+            return int(value)
+        raise TypeError(f"expected an integer, not {value!r}: too large to be exact")
     raise TypeError(f"expected an integer, not {value!r}")
 
 

@@ -28,7 +28,7 @@ import pytest
 import aiodots
 import aiodots.models
 import aiodots.resources
-from aiodots import model_builder
+from aiodots import _json, model_builder
 from aiodots.converter import (
     _fast_hook,
     _fast_items,
@@ -460,3 +460,36 @@ def test_every_date_time_form_a_server_may_write_is_read_on_either_path(text: st
         assert getattr(answered[1], key).utcoffset() == DATE_TIMES[text].utcoffset()
         page = structure_page({"data": [good, {**good, key: text}]}, cls, method="GET", path="/")
         assert getattr(page.data[1], key) == DATE_TIMES[text]
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        b"18446744073709551616",  # 2**64: past 64 bits, orjson reads a float
+        b"123456789012345678901234567890",
+        b"-9223372036854775809",
+        b"9007199254740993.0",  # 2**53 + 1 as a float: rounded to 2**53 on reading
+        b"1e20",
+    ],
+)
+def test_an_integer_a_float_cannot_hold_exactly_is_refused_not_rounded(number: bytes) -> None:
+    # Money is integer cents: an amount read as a float past 2**53 may no longer be the
+    # amount sent, and nothing after the decoder could tell.
+    good = SPEC_PAYLOADS[aiodots.models.Transfer][0]
+    raw = _json.dumps(good).replace(
+        b'"amount":' + str(good["amount"]).encode(), b'"amount":' + number
+    )
+    payload = _json.loads(raw)
+    answered = _assert_paths_agree(aiodots.models.Transfer, payload)
+    assert answered[0] == "error", answered
+    with pytest.raises(aiodots.InvalidResponseError, match=r"expected int.*@ \$\.amount"):
+        structure_response(payload, aiodots.models.Transfer, method="GET", path="/x")
+
+
+def test_a_whole_float_within_a_floats_exact_range_is_still_its_integer() -> None:
+    good = SPEC_PAYLOADS[aiodots.models.Transfer][0]
+    for amount in (100.0, -250.0, float(2**53 - 1)):
+        answered = _assert_paths_agree(aiodots.models.Transfer, {**good, "amount": amount})
+        assert answered[0] == "ok", answered
+        assert answered[1].amount == int(amount)
+        assert type(answered[1].amount) is int
