@@ -21,6 +21,8 @@ import aiodots
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
 from aiodots.testing.spec import InvalidInput, load_spec
 
+from .test_idempotency import make_user
+
 pytest_plugins = ["pytester"]
 
 USER = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
@@ -469,15 +471,6 @@ async def test_a_repeated_key_gets_the_first_answer_even_after_the_transfer_move
     assert now["status"] == "completed"
 
 
-async def payee(dots: aiodots.Client) -> str:
-    user = await dots.users.create(
-        first_name="Ada", last_name="L", email="ada@example.com",
-        country_code="1", phone_number="4155550100",
-    )
-    assert user.id is not None
-    return user.id
-
-
 @pytest.mark.parametrize("platform", ["paypal", "venmo", "ach", "cash_app"])
 async def test_a_payout_answers_the_platform_it_was_sent_through(
     raw: Raw, dots_emulator: DotsEmulator, dots_client: aiodots.Client,
@@ -487,7 +480,7 @@ async def test_a_payout_answers_the_platform_it_was_sent_through(
     went: each of these is a value the document allows there. It used to say nothing,
     and the model read None."""
     dots_emulator.api.check_responses = True  # the answers fit the document too
-    user_id = await payee(dots_client)
+    user_id = await make_user(dots_client)
     account = {"account_id": ACCOUNT} if platform == "ach" else {}
     transfer = await dots_client.payouts.create(
         user_id=user_id, amount=500, platform=platform, account_id=account.get("account_id")
@@ -513,7 +506,7 @@ async def test_a_payout_to_the_default_method_answers_the_users_default_platform
     """`default` is no platform of a transfer's: the payout goes through the user's
     default payout method, and says which."""
     dots_emulator.api.check_responses = True
-    user_id = await payee(dots_client)
+    user_id = await make_user(dots_client)
     user = await dots_client.users.update(user_id, default_payout_method="venmo")
     assert user.default_payout_method == "venmo"
     transfer = await dots_client.payouts.create(user_id=user_id, amount=500, platform="default")
@@ -531,7 +524,7 @@ async def test_a_bank_transfer_payout_names_no_platform_the_document_does_not_gi
     """A transfer's platforms do not include `bank_transfer`, and the document does not
     say which of them (ach, intl_bank, wire?) such a payout answers: none is made up."""
     dots_emulator.api.check_responses = True
-    user_id = await payee(dots_client)
+    user_id = await make_user(dots_client)
     transfer = await dots_client.payouts.create(
         user_id=user_id, amount=500, platform="bank_transfer", account_id=ACCOUNT
     )
@@ -545,7 +538,7 @@ async def test_a_bank_transfer_payout_names_no_platform_the_document_does_not_gi
 async def test_a_payout_without_a_platform_is_refused(
     raw: Raw, dots_emulator: DotsEmulator, dots_client: aiodots.Client
 ) -> None:
-    user_id = await payee(dots_client)
+    user_id = await make_user(dots_client)
     status, body, _ = await raw.call("POST", "/v2/payouts", {"user_id": user_id, "amount": 500})
     assert status == 400
     assert "'platform' is a required property" in body["message"]
