@@ -19,6 +19,7 @@ import pytest
 
 import aiodots
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
+from aiodots.testing.faults import TokenBucket
 from aiodots.testing.spec import InvalidInput, load_spec
 
 from .test_idempotency import make_user
@@ -264,6 +265,47 @@ async def test_server_rate_limit_answers_429_after_the_burst(
         assert parsedate_to_datetime(headers["Retry-After"]).tzinfo is not None
     else:
         assert "Retry-After" not in headers
+
+
+async def test_a_server_quota_announces_its_window_and_refuses_once_spent(
+    raw: Raw, dots_emulator: DotsEmulator
+) -> None:
+    dots_emulator.set_faults(FaultPlan(rate_limit=ServerRateLimit(
+        rate=100, burst=100, headers="ietf", quota=3, quota_window=86400,
+    )))
+    answers = [await raw.call("GET", "/v2/flows") for _ in range(4)]
+    assert [status for status, _, _ in answers] == [200, 200, 200, 429]
+    _, _, first = answers[0]
+    assert first["RateLimit-Policy"] == '"default";q=100;w=1, "quota";q=3;w=86400'
+    assert first["RateLimit"].endswith(', "quota";r=2;t=86400')
+    _, _, refused = answers[3]
+    assert refused["RateLimit"].endswith(', "quota";r=0;t=86400')
+    assert 86398 <= int(refused["Retry-After"]) <= 86400  # the rest of the window
+
+
+def test_a_quota_window_ends_and_the_next_one_starts_whole() -> None:
+    clock = [0.0]
+    bucket = TokenBucket(
+        ServerRateLimit(rate=10, burst=10, quota=2, quota_window=100.0), clock=lambda: clock[0]
+    )
+    assert [bucket.take(), bucket.take()] == [None, None]
+    assert bucket.take() == pytest.approx(100.0)
+    clock[0] = 250.0  # two windows on: the third began at 200
+    assert bucket.take() is None
+    assert bucket.take() is None
+    assert bucket.take() == pytest.approx(50.0)
+
+
+def test_a_standalone_quota_needs_a_rate_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    from aiodots.testing.__main__ import parse_args, plan_from
+
+    limit = plan_from(parse_args(["--rate-limit", "5", "--quota", "7"])).rate_limit
+    assert limit is not None
+    assert (limit.quota, limit.quota_window) == (7, 86400)
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--quota", "7"])
+    assert exited.value.code == 2
+    assert "--rate-limit" in capsys.readouterr().err
 
 
 async def test_random_errors_follow_the_rate_and_the_seed(

@@ -29,6 +29,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the form of Retry-After on 429",
     )
     parser.add_argument(
+        "--quota", type=int,
+        help="with --rate-limit: at most this many requests per --quota-window as well",
+    )
+    parser.add_argument(
+        "--quota-window", type=float, default=86400.0, help="seconds (a day by default)"
+    )
+    parser.add_argument(
         "--limit-headers", choices=["none", "x-ratelimit", "ietf"], default="none",
         help="announce the rate limit in response headers, and in which form",
     )
@@ -59,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-record", action="store_true", help="do not keep the last request bodies"
     )
     args = parser.parse_args(argv)
+    if args.quota is not None and args.rate_limit is None:
+        parser.error("--quota is a part of the server's limit: give --rate-limit as well")
     try:
         plan_from(args)  # a share above 1, a negative latency: said here, as usage
     except (TypeError, ValueError) as exc:
@@ -71,7 +80,7 @@ def plan_from(args: argparse.Namespace) -> FaultPlan:
     if args.rate_limit is not None:  # 0 is refused as a rate, not taken for "no limit"
         limit = ServerRateLimit(
             rate=args.rate_limit, burst=args.burst, retry_after=args.retry_after,
-            headers=args.limit_headers,
+            headers=args.limit_headers, quota=args.quota, quota_window=args.quota_window,
         )
     return FaultPlan(
         rate_limit=limit,

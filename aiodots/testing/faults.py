@@ -24,15 +24,26 @@ class ServerRateLimit:
     """A token bucket per emulator: `rate` requests/s, `burst` at once. Over it, 429 with
     `Retry-After` in delta-seconds, as an HTTP-date, or absent (`retry_after="none"`).
 
+    `quota` adds a quota over a long window: at most that many requests accepted per
+    `quota_window` seconds (a day by default), in fixed windows counted from when the
+    plan is set. Once it is spent, every request is answered 429 until the window ends,
+    its `Retry-After` the time left.
+
     `headers` announces the limit on every response it applies to: not at all
-    (`"none"`), as `X-RateLimit-Limit` / `-Remaining` / `-Reset` (`"x-ratelimit"`),
-    or as the IETF draft's structured `RateLimit-Policy` / `RateLimit` (`"ietf"`).
+    (`"none"`), as `X-RateLimit-Limit` / `-Remaining` / `-Reset` (`"x-ratelimit"`: the
+    rate only, as these headers state no window), or as the IETF draft's structured
+    `RateLimit-Policy` / `RateLimit` (`"ietf"`): `"default";q=<rate>;w=1`, and with a
+    quota `"quota";q=<quota>;w=<quota_window>` beside it, each with its own `r` and `t`.
     """
 
     rate: float = attrs.field(validator=attrs.validators.gt(0))
     burst: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     retry_after: RetryAfterForm = "seconds"
     headers: LimitHeaders = "none"
+    quota: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
+    )
+    quota_window: float = attrs.field(default=86400.0, validator=attrs.validators.gt(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -97,17 +108,35 @@ class TokenBucket:
         self._clock = clock
         self._tokens = float(limit.burst)
         self._updated = clock()
+        # The quota's current window: when it began, and the requests it has accepted.
+        self._window_start = self._updated
+        self._used = 0
 
     def take(self) -> float | None:
-        """Take a token: None when granted, else the seconds until one is available."""
+        """Take a token: None when granted, else the seconds until one is available (the
+        end of the quota's window, while the quota is spent)."""
         now = self._clock()
         rate, burst = self.limit.rate, self.limit.burst
         self._tokens = min(burst, self._tokens + (now - self._updated) * rate)
         self._updated = now
+        quota = self.limit.quota
+        if quota is not None:
+            left = self._quota_left(now)
+            if self._used >= quota:
+                return left
         if self._tokens >= 1:
             self._tokens -= 1
+            self._used += 1
             return None
         return (1 - self._tokens) / rate
+
+    def _quota_left(self, now: float) -> float:
+        """The seconds left in the quota's window at `now`, starting a new one if due."""
+        window = self.limit.quota_window
+        if now - self._window_start >= window:
+            self._window_start += window * ((now - self._window_start) // window)
+            self._used = 0
+        return self._window_start + window - now
 
     def limit_headers(self) -> dict[str, str]:
         """The limit as this bucket announces it (see `ServerRateLimit.headers`): the rate
@@ -125,10 +154,14 @@ class TokenBucket:
                 "X-RateLimit-Remaining": str(remaining),
                 "X-RateLimit-Reset": str(reset),
             }
-        return {
-            "RateLimit-Policy": f'"default";q={limit};w=1',
-            "RateLimit": f'"default";r={remaining};t={reset}',
-        }
+        policy = f'"default";q={limit};w=1'
+        current = f'"default";r={remaining};t={reset}'
+        quota = self.limit.quota
+        if quota is not None:
+            window_left = math.ceil(self._quota_left(self._clock()))
+            policy += f', "quota";q={quota};w={self.limit.quota_window:g}'
+            current += f', "quota";r={max(0, quota - self._used)};t={window_left}'
+        return {"RateLimit-Policy": policy, "RateLimit": current}
 
     def retry_after_header(self, wait: float) -> str | None:
         form = self.limit.retry_after
