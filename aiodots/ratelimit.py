@@ -133,7 +133,10 @@ class AdaptiveRateLimiter:
 
     - With a `ceiling`, the rate never exceeds it; nor does it exceed a limit the server
       announces in its headers (`X-RateLimit-*`, the IETF `RateLimit` fields): a server
-      that says its limit is sent at that rate and never probed past it.
+      that says its limit is sent at that rate and never probed past it. Only a window
+      of up to a minute sets that pace (`ratelimit_headers.RATE_WINDOW`); a quota over
+      a longer one (`"daily";q=100000;w=86400`) does not, and where the server lists
+      nothing else the rate is found from 429s as without headers.
     - Without either, calls run unthrottled until the first 429. The limit is then found
       the way TCP finds a path's capacity: a slow start (the rate doubles every
       `SLOW_START_DOUBLING` seconds) until the next 429, then a multiplicative cut to
@@ -438,7 +441,9 @@ class AdaptiveRateLimiter:
                 self._grow(now)
 
     def on_headers(self, headers: Mapping[str, str]) -> None:
-        """Read what the server announces of its limit (any response's headers)."""
+        """Read what the server announces of its limit (any response's headers): the
+        pace of its tightest policy over a window of up to `RATE_WINDOW`, if any. Parsed
+        only when `limit_signal` changes; a quota over a longer window sets no pace."""
         if not self._adaptive:
             return
         signal = limit_signal(headers)

@@ -12,6 +12,12 @@ can make from a dict). Three families are read:
 - The draft's newer structured form: `RateLimit-Policy: "default";q=100;w=1` and
   `RateLimit: "default";r=50;t=1`.
 
+A policy whose window is at most `RATE_WINDOW` (a minute) is a rate, and the tightest
+such policy is the pace the server announces (`announced_rate`). A policy over a longer
+window is a quota (`"daily";q=100000;w=86400`): it never sets the pace, which its
+average would make far too slow; while a policy lists a window, that is what its limit
+is read over, whatever `limit=` or `RateLimit-Limit` say beside it.
+
 A value that cannot be read is ignored, never obeyed: a malformed header must not stop a
 client.
 """
@@ -24,6 +30,7 @@ from collections.abc import Mapping
 import attrs
 
 __all__ = [
+    "RATE_WINDOW",
     "SIGNAL_HEADERS",
     "RateLimitInfo",
     "announced_rate",
@@ -48,6 +55,16 @@ def limit_signal(headers: Mapping[str, str]) -> tuple[str | None, ...]:
 
 _NOTHING = (None,) * len(SIGNAL_HEADERS)
 
+#: The longest window (seconds) a policy may have and still set the client's pace: a
+#: minute. Paced at a window's average, a client gives up the burst the server allows
+#: at the window's start, and so finishes at most one window later than it could: a
+#: minute at most, no longer than a call waits for a Retry-After by default
+#: (`RetryPolicy.max_retry_after`, 60 s). Per second and per minute are also how
+#: servers state a rate. A longer window (an hour, a day) is a quota, whose average is
+#: no pace at all: 100,000 a day, beside 100 a second, would space calls 0.86 s apart
+#: where the server takes a hundred a second until the day's quota is spent.
+RATE_WINDOW = 60.0
+
 # A reset larger than this is a Unix time, not a number of seconds (a day is 86,400 s).
 _EPOCH_THRESHOLD = 1_000_000_000
 # And larger than this, a Unix time in milliseconds (as seconds, the year 5138).
@@ -58,7 +75,12 @@ _EPOCH_MS_THRESHOLD = 100_000_000_000
 class RateLimitInfo:
     """The limit as announced. `limit` requests per `window` seconds (`window` None when
     the server does not say), `remaining` of them left, and `reset` seconds until the
-    quota is whole again."""
+    quota is whole again.
+
+    Where `RateLimit-Policy` lists several policies, `limit` and `window` are the
+    tightest rate among those of a window up to `RATE_WINDOW`, or, where every window is
+    longer, the tightest quota (`announced_rate` is then None); `remaining` and `reset`
+    are those of the policy with the fewest left."""
 
     limit: float | None = None
     window: float | None = None
@@ -70,8 +92,11 @@ def announced_rate(info: RateLimitInfo) -> float | None:
     """The sustained requests per second the server allows, or None if it did not say.
 
     A limit without a window is taken per second, the usual reading of
-    `X-RateLimit-Limit` when nothing else is stated."""
+    `X-RateLimit-Limit` when nothing else is stated. A limit over a window longer than
+    `RATE_WINDOW` is a quota, not a rate: None."""
     if info.limit is None or info.limit <= 0:
+        return None
+    if info.window is not None and info.window > RATE_WINDOW:
         return None
     window = info.window if info.window is not None and info.window > 0 else 1.0
     return info.limit / window
@@ -84,14 +109,22 @@ def parse_rate_limit_headers(
 
     `headers` is case-insensitive as aiohttp gives it (a plain dict must use the
     canonical spelling); `now` (Unix seconds) converts a reset given as a Unix time.
-    The IETF fields win over the `X-` ones when both are present.
+    The IETF fields win over the `X-` ones when both are present. The limit and its
+    window are `RateLimit-Policy`'s where it lists one (see `RateLimitInfo`); a limit
+    stated alone (`limit=`, `RateLimit-Limit`, `X-RateLimit-Limit`) has no window.
     """
-    policy = _parse_policy(headers.get("RateLimit-Policy"))
+    policy = _pace(_parse_policies(headers.get("RateLimit-Policy")))
     current = _parse_ratelimit_field(headers.get("RateLimit"))
-    limit = _first(
-        current.get("limit"), policy.get("limit"),
-        _number(headers.get("RateLimit-Limit")), _number(headers.get("X-RateLimit-Limit")),
-    )
+    limit: float | None
+    window: float | None
+    if policy is not None:
+        limit, window = policy.quota, policy.window
+    else:
+        limit = _first(
+            current.get("limit"),
+            _number(headers.get("RateLimit-Limit")), _number(headers.get("X-RateLimit-Limit")),
+        )
+        window = None
     remaining = _first(
         current.get("remaining"),
         _number(headers.get("RateLimit-Remaining")),
@@ -102,7 +135,6 @@ def parse_rate_limit_headers(
         _number(headers.get("RateLimit-Reset")),
         _number(headers.get("X-RateLimit-Reset")),
     )
-    window = policy.get("window")
     if limit is None and remaining is None and reset is None:
         return None
     if reset is not None and reset > _EPOCH_THRESHOLD:
@@ -156,29 +188,48 @@ def _params(item: str) -> tuple[str, dict[str, str]]:
     return head.strip(), params
 
 
-def _parse_policy(text: str | None) -> dict[str, float]:
-    """`RateLimit-Policy`: the tightest policy listed, as limit and window.
+@attrs.frozen
+class _Policy:
+    """One policy of `RateLimit-Policy`: `quota` requests per `window` seconds (None:
+    not said, read per second); `name`, the structured form's, without its quotes."""
+
+    name: str | None
+    quota: float
+    window: float | None
+
+    @property
+    def per_second(self) -> float:
+        return self.quota / (self.window or 1.0)
+
+    @property
+    def is_quota(self) -> bool:
+        """Whether its window is too long for a pace (see `RATE_WINDOW`)."""
+        return self.window is not None and self.window > RATE_WINDOW
+
+
+def _parse_policies(text: str | None) -> list[_Policy]:
+    """`RateLimit-Policy`: every policy listed that can be read.
 
     Old form: `100;w=1` (the bare number is the quota); new form: `"name";q=100;w=1`."""
     if not text:
-        return {}
-    best: dict[str, float] = {}
+        return []
+    policies = []
     for item in _split_items(text):
         head, params = _params(item)
         quota = _number(params.get("q")) if "q" in params else _number(head)
         window = _number(params.get("w"))
         if quota is None or quota <= 0:
             continue
-        found = {"limit": quota}
-        if window is not None and window > 0:
-            found["window"] = window
-        if not best or _per_second(found) < _per_second(best):
-            best = found
-    return best
+        name = head.strip('"') if "q" in params else None
+        policies.append(_Policy(name, quota, window if window is not None and window > 0 else None))
+    return policies
 
 
-def _per_second(policy: dict[str, float]) -> float:
-    return policy["limit"] / policy.get("window", 1.0)
+def _pace(policies: list[_Policy]) -> _Policy | None:
+    """The policy that sets the pace: the tightest of those of a rate's window; where
+    there is none, the tightest quota (which `announced_rate` then declines)."""
+    rates = [policy for policy in policies if not policy.is_quota]
+    return min(rates or policies, key=lambda policy: policy.per_second, default=None)
 
 
 def _parse_ratelimit_field(text: str | None) -> dict[str, float]:

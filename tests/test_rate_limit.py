@@ -104,11 +104,11 @@ async def test_a_wait_the_server_asked_for_past_max_wait_is_refused_without_a_sl
     lim = AdaptiveRateLimiter(clock=fake_sleep.now, sleep=sleep)
     assert isinstance(lim, aiodots.ratelimit.BoundedLimiter)
     await lim.acquire()
-    # The tightest policy wins: one request a day.
-    lim.on_headers({"RateLimit-Policy": "1;w=86400, 100;w=1"})
+    # The tightest policy wins: one request a minute.
+    lim.on_headers({"RateLimit-Policy": "1;w=60, 100;w=1"})
     with pytest.raises(aiodots.ratelimit.WaitTooLong) as caught:
-        await lim.acquire_within(60)
-    assert caught.value.seconds == pytest.approx(86400)
+        await lim.acquire_within(30)
+    assert caught.value.seconds == pytest.approx(60)
     assert "announced" in caught.value.cause
     assert fake_sleep.waits == []
     assert not lim._waiters
@@ -117,10 +117,10 @@ async def test_a_wait_the_server_asked_for_past_max_wait_is_refused_without_a_sl
     await asyncio.sleep(0)
     assert len(lim._waiters) == 1
     with pytest.raises(aiodots.ratelimit.WaitTooLong):
-        await lim.acquire_within(60)
+        await lim.acquire_within(30)
     assert len(lim._waiters) == 1
     woken.set()
-    assert await held == pytest.approx(86400)  # on the virtual clock
+    assert await held == pytest.approx(60)  # on the virtual clock
 
 
 async def test_a_short_announced_wait_is_honoured(fake_sleep: FakeSleep) -> None:
@@ -129,6 +129,33 @@ async def test_a_short_announced_wait_is_honoured(fake_sleep: FakeSleep) -> None
     lim.on_headers({"RateLimit-Policy": "1;w=30"})
     assert await lim.acquire_within(60) == pytest.approx(30)
     assert sum(fake_sleep.waits) == pytest.approx(30)
+
+
+async def test_a_daily_quota_beside_a_per_second_limit_paces_at_the_per_second_one(
+    fake_sleep: FakeSleep,
+) -> None:
+    lim = limiter(fake_sleep)
+    lim.on_headers({"RateLimit-Policy": '"burst";q=100;w=1, "daily";q=100000;w=86400'})
+    assert lim.announced_rate == 100
+    assert lim.rate == 100
+    started = lim.now()
+    for _ in range(10):
+        await lim.acquire_within(60)
+    # paced at 100/s, 0.01 s apart, not at 1.16/s (100,000 a day): 8.6 s
+    assert lim.now() - started == pytest.approx(0.1, abs=0.002)
+
+
+@pytest.mark.parametrize("policy", ["100;w=3600", '"hourly";q=1000;w=3600, "daily";q=9;w=86400'])
+async def test_a_quota_over_a_long_window_alone_leaves_the_rate_to_be_found(
+    fake_sleep: FakeSleep, policy: str
+) -> None:
+    # `100;w=3600` held each call 36 s, or failed it unsent past max_retry_after.
+    lim = limiter(fake_sleep)
+    lim.on_headers({"RateLimit-Policy": policy})
+    assert lim.announced_rate is None
+    assert lim.rate is None  # unthrottled until a 429 says otherwise, as without headers
+    assert [await lim.acquire_within(30) for _ in range(200)] == [0.0] * 200
+    assert fake_sleep.waits == []
 
 
 async def test_a_pause_past_max_wait_is_refused_and_a_ceilings_own_waits_never_are(
@@ -286,6 +313,30 @@ async def test_many_creates_settle_near_the_server_limit_with_few_429s(
         assert dots_emulator.stats.created == n
         assert dots.stats.rate_limited / dots.stats.requests < 0.1
         assert n / rate * 0.8 <= elapsed <= n / rate * 1.6
+
+
+async def test_calls_are_not_spaced_by_a_daily_quota_s_average(
+    dots_emulator: DotsEmulator,
+) -> None:
+    """`"default";q=100;w=1, "quota";q=100000;w=86400` was paced at 100,000 a day,
+    1.16 calls a second: these 50 calls took 42 s where the server allows them in half
+    a second."""
+    dots_emulator.set_faults(FaultPlan(rate_limit=ServerRateLimit(
+        rate=100, burst=100, headers="ietf", quota=100_000, quota_window=86400,
+    )))
+    async with client_for(dots_emulator) as dots:
+        await dots.flows.create(steps=["payout"])  # its answer announces both policies
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(dots.flows.create(steps=["payout"]) for _ in range(50)))
+        elapsed = time.monotonic() - started
+        limiter = dots.limiter
+        assert isinstance(limiter, AdaptiveRateLimiter)
+        assert limiter.announced_rate == 100
+        assert dots.stats.rate_limited == 0
+    # paced at 100/s: 0.49 s; the daily average would take 42 s
+    assert elapsed < 2.0, elapsed
+    assert dots_emulator.stats.created == 51
 
 
 async def test_a_client_rate_limit_below_the_servers_causes_no_429(

@@ -6,6 +6,7 @@ import pytest
 from multidict import CIMultiDict
 
 from aiodots.ratelimit_headers import (
+    RATE_WINDOW,
     RateLimitInfo,
     announced_rate,
     limit_signal,
@@ -70,14 +71,68 @@ def test_ietf_structured_form() -> None:
     assert announced_rate(info) == 100
 
 
-def test_several_policies_the_tightest_wins() -> None:
+def test_several_policies_the_tightest_rate_wins() -> None:
     info = parse({"RateLimit-Policy": '"burst";q=100;w=1, "day";q=86400;w=86400, '
                                       '"minute";q=600;w=60',
                   "RateLimit": '"burst";r=80;t=1, "minute";r=7;t=12'})
     assert info is not None
-    assert announced_rate(info) == 1  # 86400 per day
+    assert announced_rate(info) == 10  # 600 a minute: a minute's window is still a rate
     assert info.remaining == 7
     assert info.reset == 12
+
+
+# -- a quota over a long window is not a pace ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "policy",
+    ['"burst";q=100;w=1, "daily";q=100000;w=86400', "100;w=1, 100000;w=86400",
+     '"daily";q=100000;w=86400, "burst";q=100;w=1'],
+)
+def test_a_daily_quota_beside_a_per_second_limit_does_not_set_the_pace(policy: str) -> None:
+    # Read as its average, 100,000 a day paced every call 0.86 s apart where the server
+    # allows 100 a second until the day's quota is spent.
+    info = parse({"RateLimit-Policy": policy})
+    assert info is not None
+    assert announced_rate(info) == 100
+    assert (info.limit, info.window) == (100, 1)
+
+
+@pytest.mark.parametrize(
+    "policy", ["100;w=3600", '"hourly";q=1000;w=3600, "daily";q=10000;w=86400'],
+)
+def test_a_quota_over_a_long_window_alone_announces_no_pace(policy: str) -> None:
+    # `100;w=3600` made each call wait 36 s, or fail unsent past max_retry_after.
+    info = parse({"RateLimit-Policy": policy})
+    assert info is not None
+    assert info.window is not None
+    assert info.window > RATE_WINDOW
+    assert announced_rate(info) is None
+
+
+def test_a_window_of_a_minute_is_a_rate_and_a_longer_one_a_quota() -> None:
+    assert RATE_WINDOW == 60
+    assert announced_rate(RateLimitInfo(limit=120, window=RATE_WINDOW)) == 2
+    assert announced_rate(RateLimitInfo(limit=120, window=RATE_WINDOW + 1)) is None
+    info = parse({"RateLimit-Policy": f"61;w={RATE_WINDOW + 1:g}, 1000;w=86400"})
+    assert info is not None
+    assert announced_rate(info) is None
+
+
+def test_a_dictionary_form_limit_does_not_override_the_policies_windows() -> None:
+    # `limit=` names the daily quota (the one with the fewest left); read per second
+    # beside the policy's short window it would have been 100,000 a second.
+    info = parse({"RateLimit": "limit=100000, remaining=5, reset=3600",
+                  "RateLimit-Policy": "100;w=1, 100000;w=86400"})
+    assert info is not None
+    assert announced_rate(info) == 100
+
+
+def test_x_ratelimit_without_a_window_is_still_read_per_second() -> None:
+    info = parse({"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0",
+                  "X-RateLimit-Reset": "3600"})
+    assert info == RateLimitInfo(limit=5000, window=None, remaining=0, reset=3600)
+    assert announced_rate(info) == 5000
 
 
 def test_the_ietf_fields_win_over_the_x_ones() -> None:
