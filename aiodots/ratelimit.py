@@ -4,10 +4,11 @@
 in-memory default. A limiter shared between processes (Redis, say) implements the same
 two methods and is passed as `Client(rate_limiter=...)`; the transport does not change.
 
-What the server asks for (a Retry-After pause, an announced limit) can hold a call for
-as long as the server likes. A limiter that is also a `BoundedLimiter` refuses such a
-wait when it is longer than the call accepts (`RetryPolicy.max_retry_after`), and the
-call fails at once with `RateLimitError`, as it does on a Retry-After that long.
+What the server asks for (a Retry-After pause, an announced limit, a quota it says is
+spent) can hold a call for as long as the server likes. A limiter that is also a
+`BoundedLimiter` refuses such a wait when it is longer than the call accepts
+(`RetryPolicy.max_retry_after`), and the call fails at once with `RateLimitError`, as
+it does on a Retry-After that long.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .running_loop import running_loop
 
 __all__ = [
     "AdaptiveRateLimiter", "BoundedLimiter", "CredentialBound", "HeaderAwareLimiter",
-    "ImmediateLimiter", "RateLimit", "RateLimiter", "WaitTooLong",
+    "ImmediateLimiter", "QuotaAwareLimiter", "RateLimit", "RateLimiter", "WaitTooLong",
 ]
 
 
@@ -87,7 +88,8 @@ class WaitTooLong(DotsError):
         super().__init__(f"{cause} would hold the call {seconds:.0f} s")
         #: how long the call would have waited
         self.seconds = seconds
-        #: what holds it: "a Retry-After pause", "the server's announced rate limit"
+        #: what holds it: "a Retry-After pause", "the server's announced rate limit",
+        #: "the server's spent quota"
         self.cause = cause
 
 
@@ -115,6 +117,20 @@ class HeaderAwareLimiter(Protocol):
     def wants_headers(self) -> bool: ...
 
     def on_headers(self, headers: Mapping[str, str]) -> None: ...
+
+
+@runtime_checkable
+class QuotaAwareLimiter(Protocol):
+    """A limiter that holds every call while a quota of the server's is spent. Optional:
+    on a 429 whose headers say a quota over a long window has nothing left
+    (`RateLimitInfo.quota_spent_for`), the transport calls `on_spent_quota` before
+    `on_response`, and the call itself waits as for a Retry-After that long."""
+
+    def on_spent_quota(self, seconds: float) -> None:
+        """Hold every call for `seconds`, as a Retry-After pause that long (one a caller
+        will not wait is refused by `acquire_within`), and take the refusals that come
+        meanwhile for no sign of the rate: the quota, not the pace, refused them."""
+        ...
 
 
 @attrs.frozen
@@ -160,8 +176,12 @@ class AdaptiveRateLimiter:
       once.
     - Waiters are served first come, first served; the head of the queue alone sleeps
       until the next token, so a thousand waiting tasks cost one timer, not a thousand.
+    - A 429 that says a quota over a long window is spent (`on_spent_quota`) holds
+      every call until the quota's reset, as a Retry-After pause, and the refusals it
+      explains leave the rate alone.
     - `acquire_within(max_wait)` (`BoundedLimiter`) refuses, with `WaitTooLong`, a wait
-      for what the server asked (a pause, an announced limit) longer than `max_wait`.
+      for what the server asked (a pause, an announced limit, a spent quota) longer
+      than `max_wait`.
     """
 
     SLOW_START_DOUBLING = 0.25
@@ -237,6 +257,8 @@ class AdaptiveRateLimiter:
         self._tokens = self._capacity
         self._refilled_at = clock()
         self._pause_until = _NEVER
+        # Until when a quota the server said is spent holds every call (`on_spent_quota`).
+        self._quota_until = _NEVER
         self._waiters: deque[asyncio.Future[None]] = deque()
         # Adaptation state.
         self._decreased_at = _NEVER
@@ -341,7 +363,11 @@ class AdaptiveRateLimiter:
         longer than `max_wait`: what is left of a pause, or, where the rate is the one
         the server announced, the time to the next token at it."""
         if now < self._pause_until:
-            wait, cause = self._pause_until - now, "a Retry-After pause"
+            wait = self._pause_until - now
+            if self._pause_until <= self._quota_until:
+                cause = "the server's spent quota"
+            else:
+                cause = "a Retry-After pause"
         else:
             rate, announced = self._rate, self._announced
             if rate is None or announced is None or rate < announced:
@@ -408,6 +434,11 @@ class AdaptiveRateLimiter:
     def on_response(self, status: int, sent_at: float, retry_after: float | None) -> None:
         if status == 429:
             now = self._clock()
+            if now < self._quota_until:
+                # Refused for a spent quota (`on_spent_quota`), not for the pace.
+                if retry_after is not None and retry_after > 0:
+                    self._pause_until = max(self._pause_until, now + retry_after)
+                return
             if retry_after is not None and retry_after > 0:
                 if self._adaptive:
                     self._refused(sent_at, now)
@@ -439,6 +470,16 @@ class AdaptiveRateLimiter:
                 times.popleft()
             if self._decreased_at != _NEVER:
                 self._grow(now)
+
+    def on_spent_quota(self, seconds: float) -> None:
+        """See `QuotaAwareLimiter`. Held whether or not the limiter adapts, as a
+        Retry-After is; the pause does not count towards the hold before a probe
+        (`PAUSE_HOLD`), which is for pauses that a probe of the rate brings about."""
+        if not seconds > 0:
+            return
+        until = self._clock() + seconds
+        self._quota_until = max(self._quota_until, until)
+        self._pause_until = max(self._pause_until, until)
 
     def on_headers(self, headers: Mapping[str, str]) -> None:
         """Read what the server announces of its limit (any response's headers): the

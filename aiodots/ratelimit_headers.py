@@ -16,7 +16,9 @@ A policy whose window is at most `RATE_WINDOW` (a minute) is a rate, and the tig
 such policy is the pace the server announces (`announced_rate`). A policy over a longer
 window is a quota (`"daily";q=100000;w=86400`): it never sets the pace, which its
 average would make far too slow; while a policy lists a window, that is what its limit
-is read over, whatever `limit=` or `RateLimit-Limit` say beside it.
+is read over, whatever `limit=` or `RateLimit-Limit` say beside it. What such a
+quota says when it has nothing left is `RateLimitInfo.quota_spent_for`: the limiter
+holds calls that long after a 429 that says it (`AdaptiveRateLimiter.on_spent_quota`).
 
 A value that cannot be read is ignored, never obeyed: a malformed header must not stop a
 client.
@@ -80,12 +82,17 @@ class RateLimitInfo:
     Where `RateLimit-Policy` lists several policies, `limit` and `window` are the
     tightest rate among those of a window up to `RATE_WINDOW`, or, where every window is
     longer, the tightest quota (`announced_rate` is then None); `remaining` and `reset`
-    are those of the policy with the fewest left."""
+    are those of the policy with the fewest left.
+
+    `quota_spent_for`: where a quota (a policy over a window longer than `RATE_WINDOW`)
+    has nothing left, the seconds until its reset; else None. Nothing left of a rate's
+    window (the end of each second at full speed) is pacing's business, never this."""
 
     limit: float | None = None
     window: float | None = None
     remaining: float | None = None
     reset: float | None = None
+    quota_spent_for: float | None = None
 
 
 def announced_rate(info: RateLimitInfo) -> float | None:
@@ -113,35 +120,76 @@ def parse_rate_limit_headers(
     window are `RateLimit-Policy`'s where it lists one (see `RateLimitInfo`); a limit
     stated alone (`limit=`, `RateLimit-Limit`, `X-RateLimit-Limit`) has no window.
     """
-    policy = _pace(_parse_policies(headers.get("RateLimit-Policy")))
-    current = _parse_ratelimit_field(headers.get("RateLimit"))
+    policies = _parse_policies(headers.get("RateLimit-Policy"))
+    policy = _pace(policies)
+    current, counts = _parse_ratelimit_field(headers.get("RateLimit"))
+    stated = _first(
+        current.get("limit"),
+        _number(headers.get("RateLimit-Limit")), _number(headers.get("X-RateLimit-Limit")),
+    )
     limit: float | None
     window: float | None
     if policy is not None:
         limit, window = policy.quota, policy.window
     else:
-        limit = _first(
-            current.get("limit"),
-            _number(headers.get("RateLimit-Limit")), _number(headers.get("X-RateLimit-Limit")),
-        )
-        window = None
+        limit, window = stated, None
     remaining = _first(
         current.get("remaining"),
         _number(headers.get("RateLimit-Remaining")),
         _number(headers.get("X-RateLimit-Remaining")),
     )
-    reset = _first(
+    reset = _seconds(_first(
         current.get("reset"),
         _number(headers.get("RateLimit-Reset")),
         _number(headers.get("X-RateLimit-Reset")),
-    )
+    ), now)
     if limit is None and remaining is None and reset is None:
         return None
+    spent = _quota_spent_for(policies, counts, stated, remaining, reset, now)
+    return RateLimitInfo(
+        limit=limit, window=window, remaining=remaining, reset=reset, quota_spent_for=spent
+    )
+
+
+def _seconds(reset: float | None, now: float | None) -> float | None:
+    """A reset as seconds from `now`: a Unix time (in seconds or milliseconds) is turned
+    into one, or dropped without a `now` to compare with."""
     if reset is not None and reset > _EPOCH_THRESHOLD:
         if reset > _EPOCH_MS_THRESHOLD:
             reset /= 1000
-        reset = None if now is None else max(0.0, reset - now)
-    return RateLimitInfo(limit=limit, window=window, remaining=remaining, reset=reset)
+        return None if now is None else max(0.0, reset - now)
+    return reset
+
+
+def _quota_spent_for(
+    policies: list[_Policy], counts: list[_Count], stated: float | None,
+    remaining: float | None, reset: float | None, now: float | None,
+) -> float | None:
+    """`RateLimitInfo.quota_spent_for`. The structured form names the policy of each
+    count. The other forms state one count, of the policy closest to running out: it is
+    a quota's where the limit stated with it is that quota's (`limit=100000` beside
+    `100000;w=86400`), or, where no policy has that limit (or none is stated), where its
+    reset comes later than any rate's window listed could end (`100;w=1,
+    100000;w=86400` with a reset an hour away)."""
+    quotas = [policy for policy in policies if policy.is_quota]
+    if not quotas:
+        return None
+    if counts:
+        names = {policy.name for policy in quotas}
+        waits = [
+            _seconds(count.reset, now) for count in counts
+            if count.name in names and count.remaining == 0
+        ]
+        return max((wait for wait in waits if wait), default=None)
+    if remaining != 0 or not reset:
+        return None
+    owners = [policy for policy in policies if policy.quota == stated]
+    if owners:
+        return reset if all(policy.is_quota for policy in owners) else None
+    longest_rate = max(
+        (policy.window or 1.0 for policy in policies if not policy.is_quota), default=0.0
+    )
+    return reset if reset > longest_rate else None
 
 
 def _first(*values: float | None) -> float | None:
@@ -232,11 +280,21 @@ def _pace(policies: list[_Policy]) -> _Policy | None:
     return min(rates or policies, key=lambda policy: policy.per_second, default=None)
 
 
-def _parse_ratelimit_field(text: str | None) -> dict[str, float]:
+@attrs.frozen
+class _Count:
+    """One item of the structured `RateLimit`: what is left of the policy `name`."""
+
+    name: str
+    remaining: float
+    reset: float | None
+
+
+def _parse_ratelimit_field(text: str | None) -> tuple[dict[str, float], list[_Count]]:
     """`RateLimit`: `limit=100, remaining=50, reset=1` (dictionary form) or
-    `"name";r=50;t=1` (one item per policy; the fewest remaining wins)."""
+    `"name";r=50;t=1` (one item per policy: each, and the fewest remaining as the
+    values)."""
     if not text:
-        return {}
+        return {}, []
     items = _split_items(text)
     if all("=" in item and ";" not in item for item in items):
         values: dict[str, float] = {}
@@ -246,15 +304,17 @@ def _parse_ratelimit_field(text: str | None) -> dict[str, float]:
             name = key.strip().lower()
             if number is not None and name in ("limit", "remaining", "reset"):
                 values[name] = number
-        return values
+        return values, []
+    counts: list[_Count] = []
     found: dict[str, float] = {}
     for item in items:
-        _, params = _params(item)
+        head, params = _params(item)
         remaining, reset = _number(params.get("r")), _number(params.get("t"))
         if remaining is None:
             continue
+        counts.append(_Count(head.strip('"'), remaining, reset))
         if "remaining" not in found or remaining < found["remaining"]:
             found = {"remaining": remaining}
             if reset is not None:
                 found["reset"] = reset
-    return found
+    return found, counts

@@ -50,9 +50,11 @@ from .ratelimit import (
     BoundedLimiter,
     HeaderAwareLimiter,
     ImmediateLimiter,
+    QuotaAwareLimiter,
     RateLimiter,
     WaitTooLong,
 )
+from .ratelimit_headers import parse_rate_limit_headers
 from .retry import (
     Replay,
     RetryBudget,
@@ -325,6 +327,8 @@ class Transport:
         # A limiter that reads the server's rate-limit headers, if this one does.
         self._header_limiter = limiter if isinstance(limiter, HeaderAwareLimiter) else None
         self._try_acquire = limiter.try_acquire if isinstance(limiter, ImmediateLimiter) else None
+        # A limiter that holds every call while a quota the server said is spent lasts.
+        self._quota_limiter = limiter if isinstance(limiter, QuotaAwareLimiter) else None
         # A limiter that can refuse a wait longer than a call accepts, if this one can.
         self._acquire_within = (
             limiter.acquire_within if isinstance(limiter, BoundedLimiter) else None
@@ -580,14 +584,18 @@ class Transport:
         self, request: _Request, status: int, headers: Mapping[str, str], sent_at: float
     ) -> float | None:
         """Tell the stats and the limiter of an error answer, and return the wait its
-        `Retry-After` asks for (a 429's or a 503's), if any."""
+        `Retry-After` asks for (a 429's or a 503's), if any: for a 429 that says a quota
+        over a long window is spent, until that quota's reset, where that is later."""
         retry_after = None
         if status in REFUSAL_STATUSES:
             retry_after = parse_retry_after(headers.get("Retry-After"), date=headers.get("Date"))
-        if status == 429:
-            self._stats.rate_limited += 1
         if self._header_limiter is not None:
             self._header_limiter.on_headers(headers)
+        if status == 429:
+            self._stats.rate_limited += 1
+            spent = self._spent_quota(headers)
+            if spent is not None and (retry_after is None or spent > retry_after):
+                retry_after = spent
         # A Retry-After this call refuses to wait out must not hold every other caller
         # that long either: they go on, and fail fast on their own 429s if it persists.
         pause = retry_after
@@ -595,6 +603,20 @@ class Transport:
             pause = None
         self._limiter.on_response(status, sent_at, pause)
         return retry_after
+
+    def _spent_quota(self, headers: Mapping[str, str]) -> float | None:
+        """The seconds until a quota that a 429's headers say is spent is whole again
+        (`RateLimitInfo.quota_spent_for`), told to a `QuotaAwareLimiter`: it holds every
+        call that long, and a call that will not wait fails unsent (`_acquire`). Read on
+        a 429 only: a success's headers stay unparsed while the limit stays the same,
+        and the one refusal that says a quota ran out costs a request, once."""
+        if "RateLimit-Policy" not in headers:  # a quota is a policy with a window
+            return None
+        info = parse_rate_limit_headers(headers, now=time.time())
+        spent = None if info is None else info.quota_spent_for
+        if spent is not None and self._quota_limiter is not None:
+            self._quota_limiter.on_spent_quota(spent)
+        return spent
 
     def _heard_too_large(
         self,

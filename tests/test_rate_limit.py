@@ -158,6 +158,61 @@ async def test_a_quota_over_a_long_window_alone_leaves_the_rate_to_be_found(
     assert fake_sleep.waits == []
 
 
+async def test_a_spent_quota_holds_every_caller_until_its_reset(fake_sleep: FakeSleep) -> None:
+    lim = limiter(fake_sleep)
+    assert isinstance(lim, aiodots.ratelimit.QuotaAwareLimiter)
+    lim.on_headers({"RateLimit-Policy": '"burst";q=100;w=1, "daily";q=100000;w=86400'})
+    await lim.acquire()
+    lim.on_spent_quota(30.0)
+    starts: list[float] = []
+
+    async def call() -> None:
+        await lim.acquire_within(60)
+        starts.append(fake_sleep.now())
+
+    reset = lim.now() + 30
+    await asyncio.gather(*(call() for _ in range(5)))
+    assert min(starts) == pytest.approx(reset)
+    # then at the announced pace again (100/s, the first two at once: see RateLimit)
+    assert max(starts) - reset == pytest.approx(0.03, abs=0.002)
+    assert lim.rate == 100
+
+
+async def test_a_spent_quota_longer_than_max_wait_is_refused_naming_the_quota(
+    fake_sleep: FakeSleep,
+) -> None:
+    lim = limiter(fake_sleep)
+    lim.on_spent_quota(3600.0)
+    with pytest.raises(aiodots.ratelimit.WaitTooLong, match="quota") as caught:
+        await lim.acquire_within(60)
+    assert caught.value.seconds == pytest.approx(3600)
+    assert fake_sleep.waits == []
+    assert await lim.acquire_within(7200) == pytest.approx(3600)
+
+
+async def test_a_refusal_for_a_spent_quota_says_nothing_of_the_rate(
+    fake_sleep: FakeSleep,
+) -> None:
+    lim = limiter(fake_sleep)
+    lim.on_headers({"RateLimit-Policy": '"burst";q=100;w=1, "daily";q=100000;w=86400'})
+    await lim.acquire()
+    sent = lim.now()
+    await fake_sleep(0.01)
+    # The transport tells the limiter of the spent quota, then of the 429 itself (with
+    # or without a Retry-After): neither cuts the rate nor starts a probe.
+    lim.on_spent_quota(30.0)
+    lim.on_response(429, sent, None)
+    lim.on_response(429, sent, 30.0)
+    assert lim.decreases == 0
+    await lim.acquire()
+    assert lim.rate == 100
+    for _ in range(100):
+        await fake_sleep(1.0)
+        await lim.acquire()
+    assert lim.rate == 100
+    assert lim.decreases == 0
+
+
 async def test_a_pause_past_max_wait_is_refused_and_a_ceilings_own_waits_never_are(
     fake_sleep: FakeSleep,
 ) -> None:
@@ -337,6 +392,35 @@ async def test_calls_are_not_spaced_by_a_daily_quota_s_average(
     # paced at 100/s: 0.49 s; the daily average would take 42 s
     assert elapsed < 2.0, elapsed
     assert dots_emulator.stats.created == 51
+
+
+async def test_a_spent_daily_quota_fails_the_rest_of_a_job_unsent(
+    dots_emulator: DotsEmulator,
+) -> None:
+    """Once the server said the day's quota was spent, every other call of the job was
+    still sent to be refused (its Retry-After, a day, past max_retry_after, paused no
+    one), while the limiter cut its rate at each refusal."""
+    dots_emulator.set_faults(FaultPlan(rate_limit=ServerRateLimit(
+        rate=1000, burst=100, headers="ietf", quota=20, quota_window=86400,
+    )))
+    async with client_for(dots_emulator) as dots:
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            items = [i async for i in dots.flows.create_many(
+                [{"steps": ["payout"]}] * 60, concurrency=10,
+            )]
+        elapsed = time.monotonic() - started
+        limiter = dots.limiter
+        assert isinstance(limiter, AdaptiveRateLimiter)
+        assert limiter.decreases == 0
+    assert sum(i.ok for i in items) == 20
+    failed = [i.error for i in items if not i.ok]
+    assert all(isinstance(e, aiodots.RateLimitError) for e in failed)
+    assert all(e.retry_after is not None and e.retry_after > 86000 for e in failed)  # type: ignore[union-attr]
+    # the calls in flight when the quota ran out were refused; no other was sent
+    assert dots_emulator.stats.requests <= 20 + 10
+    assert sum("not sent" in str(e) for e in failed) >= 60 - 20 - 10
+    assert elapsed < 5.0, elapsed
 
 
 async def test_a_client_rate_limit_below_the_servers_causes_no_429(

@@ -128,6 +128,67 @@ def test_a_dictionary_form_limit_does_not_override_the_policies_windows() -> Non
     assert announced_rate(info) == 100
 
 
+@pytest.mark.parametrize(
+    ("headers", "spent_for"),
+    [
+        pytest.param({"RateLimit-Policy": '"burst";q=100;w=1, "daily";q=100000;w=86400',
+                      "RateLimit": '"burst";r=80;t=1, "daily";r=0;t=3600'},
+                     3600, id="structured"),
+        pytest.param({"RateLimit-Policy": '"burst";q=100;w=1, "daily";q=100000;w=86400',
+                      "RateLimit": '"daily";r=0;t=3600'},
+                     3600, id="structured-only-the-spent-one"),
+        pytest.param({"RateLimit-Policy": '"hourly";q=1000;w=3600, "daily";q=9000;w=86400',
+                      "RateLimit": '"hourly";r=0;t=100, "daily";r=0;t=3600'},
+                     3600, id="structured-the-later-of-two"),
+        pytest.param({"RateLimit-Policy": "100;w=3600",
+                      "RateLimit": "limit=100, remaining=0, reset=1200"},
+                     1200, id="dictionary"),
+        pytest.param({"RateLimit-Policy": "100;w=1, 100000;w=86400",
+                      "RateLimit": "limit=100000, remaining=0, reset=3600"},
+                     3600, id="dictionary-its-limit-names-the-policy"),
+        pytest.param({"RateLimit-Policy": "100;w=1, 100000;w=86400",
+                      "RateLimit-Remaining": "0", "RateLimit-Reset": "3600"},
+                     3600, id="separate-a-reset-no-second-can-have"),
+        pytest.param({"RateLimit-Policy": "5000;w=3600", "X-RateLimit-Limit": "5000",
+                      "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1767225600"},
+                     42, id="x-ratelimit-with-a-policy"),
+    ],
+)
+def test_a_spent_quota_says_how_long_it_stays_spent(
+    headers: dict[str, str], spent_for: float
+) -> None:
+    info = parse(headers, now=1767225600 - 42.0)
+    assert info is not None
+    assert info.quota_spent_for == pytest.approx(spent_for)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # the end of each second at full speed: pacing's business, not a pause
+        pytest.param({"RateLimit-Policy": '"burst";q=100;w=1, "daily";q=100000;w=86400',
+                      "RateLimit": '"burst";r=0;t=1, "daily";r=500;t=3600'}, id="short-r0"),
+        pytest.param({"RateLimit-Policy": "100;w=1, 100000;w=86400",
+                      "RateLimit": "limit=100, remaining=0, reset=1"}, id="dictionary-short"),
+        pytest.param({"RateLimit-Policy": "100;w=1, 100000;w=86400",
+                      "RateLimit-Remaining": "0", "RateLimit-Reset": "1"}, id="separate-short"),
+        pytest.param({"RateLimit-Policy": '"daily";q=100000;w=86400',
+                      "RateLimit": '"daily";r=3;t=3600'}, id="quota-not-spent"),
+        pytest.param({"RateLimit-Policy": "100;w=3600", "RateLimit-Remaining": "0"},
+                     id="no-reset"),
+        # no window stated: read per second, as documented (GitHub's hourly 5,000 too)
+        pytest.param({"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0",
+                      "X-RateLimit-Reset": "3600"}, id="x-ratelimit-no-window"),
+    ],
+)
+def test_nothing_left_of_a_short_window_or_of_an_unknown_one_is_no_spent_quota(
+    headers: dict[str, str],
+) -> None:
+    info = parse(headers)
+    assert info is not None
+    assert info.quota_spent_for is None
+
+
 def test_x_ratelimit_without_a_window_is_still_read_per_second() -> None:
     info = parse({"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0",
                   "X-RateLimit-Reset": "3600"})

@@ -115,6 +115,61 @@ async def test_a_retry_after_beyond_the_maximum_fails_fast_with_rate_limit_error
     assert fake_sleep.waits == []
 
 
+DAILY = '"burst";q=100;w=1, "daily";q=100000;w=86400'
+
+
+def spent(reset: int, retry_after: str | None = None) -> dict[str, str]:
+    """A 429's headers that say the day's quota is spent, `reset` seconds from whole."""
+    headers = {"RateLimit-Policy": DAILY, "RateLimit": f'"burst";r=99;t=1, "daily";r=0;t={reset}'}
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    return headers
+
+
+@pytest.mark.parametrize("retry_after", [None, "1"], ids=["no-retry-after", "a-shorter-one"])
+async def test_a_429_for_a_spent_quota_waits_until_the_quota_s_reset(
+    client: aiodots.Client, mocked: aioresponses.aioresponses, fake_sleep: FakeSleep,
+    retry_after: str | None,
+) -> None:
+    # Retried at the backoff's pace (or each second), every attempt met the same spent
+    # quota: refused three more times, then failed.
+    mocked.post(FLOWS, status=429, headers=spent(30, retry_after), payload={"message": "quota"})
+    mocked.post(FLOWS, payload=flow_json())
+    await client.flows.create(steps=["compliance"])
+    assert attempts(mocked, "POST", FLOWS) == 2
+    assert sum(fake_sleep.waits) == pytest.approx(30)
+    assert client.stats.rate_limited == 1
+
+
+async def test_a_spent_quota_past_max_retry_after_fails_this_call_and_the_next_unsent(
+    mocked: aioresponses.aioresponses, fake_sleep: FakeSleep
+) -> None:
+    mocked.post(FLOWS, status=429, headers=spent(3600), payload={"message": "quota"})
+    async with make_client(fake_sleep, max_retry_after=60) as dots:
+        with pytest.raises(aiodots.RateLimitError) as caught:
+            await dots.flows.create(steps=["compliance"])
+        assert caught.value.retry_after == 3600
+        # The server said so: the next call is not sent to be refused again.
+        with pytest.raises(aiodots.RateLimitError, match=r"not sent.*quota") as unsent:
+            await dots.flows.create(steps=["compliance"])
+        assert unsent.value.retry_after == pytest.approx(3600)
+        assert dots.stats.requests == 1
+    assert attempts(mocked, "POST", FLOWS) == 1
+    assert fake_sleep.waits == []
+
+
+async def test_nothing_left_of_a_per_second_window_is_no_longer_a_pause_than_asked(
+    client: aiodots.Client, mocked: aioresponses.aioresponses, fake_sleep: FakeSleep
+) -> None:
+    # `"burst";r=0` is the end of every second at full speed: pacing's business.
+    headers = {"RateLimit-Policy": DAILY, "RateLimit": '"burst";r=0;t=1, "daily";r=500;t=3600',
+               "Retry-After": "1"}
+    mocked.post(FLOWS, status=429, headers=headers, payload={"message": "slow"})
+    mocked.post(FLOWS, payload=flow_json())
+    await client.flows.create(steps=["compliance"])
+    assert sum(fake_sleep.waits) == pytest.approx(1.0, abs=0.05)
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
 async def test_client_errors_are_never_retried(
     status: int, client: aiodots.Client, mocked: aioresponses.aioresponses
