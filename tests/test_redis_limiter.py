@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -17,11 +19,15 @@ import redis.asyncio as aioredis
 from pytest_redis.executor import RedisExecutor
 
 import aiodots
-from aiodots.contrib.redis import RateLimiterUnavailableError, RedisRateLimiter
-from aiodots.ratelimit import BoundedLimiter, WaitTooLong
+from aiodots.contrib.redis import RateLimiterUnavailableError, RedisRateLimiter, _lua
+from aiodots.ratelimit import AdaptiveRateLimiter, BoundedLimiter, WaitTooLong
+from aiodots.ratelimit_estimate import UNSAID, Phase, estimate_bucket, probe_bracket
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
 
 from .redis_fixtures import url_of
+from .test_ratelimit_estimate import cold_burst_then_slow_start
+
+PRECISE = AdaptiveRateLimiter.PRECISE
 
 Factory = Callable[..., RedisRateLimiter]
 
@@ -489,3 +495,56 @@ def test_a_redis_url_that_cannot_work_fails_at_once_without_its_password(
     assert says in str(caught.value)
     if never is not None:
         assert never not in str(caught.value)
+
+
+# -- the bucket solved in Lua, as in Python ------------------------------------------------
+
+# The shared limiter solves the server's bucket in Redis, with a Lua copy of
+# `aiodots.ratelimit_estimate`; this driver calls it on two phases given as JSON.
+_SOLVE = """
+local function phase(p)
+  local rest = p[4]
+  if rest == cjson.null then rest = nil end
+  return {start = p[1], refused = p[2], sends = p[3], rest = rest}
+end
+local first, last = phase(cjson.decode(ARGV[1])), phase(cjson.decode(ARGV[2]))
+local rate, burst = estimate_bucket(first, last, tonumber(ARGV[3]))
+local low, top = probe_bracket(first, last, tonumber(ARGV[4]))
+local function opt(x) if x then return string.format('%.17g', x) end return '' end
+return {opt(rate), opt(burst), opt(low), opt(top)}
+"""
+
+
+def _as_json(phase: Phase) -> str:
+    return json.dumps([phase.start, phase.refused_at, list(phase.sends), phase.rest])
+
+
+def _jittered(phase: Phase, rng: random.Random) -> Phase:
+    """The same phase with each send moved by up to a millisecond: a loaded sender."""
+    sends = sorted(min(phase.refused_at, max(phase.start, t + rng.uniform(-1e-3, 1e-3)))
+                   for t in phase.sends)
+    return Phase(phase.start, phase.refused_at, sends, phase.rest)
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "burst_size", "start_rate"),
+    [(20, 10, 32, 100), (20, 10, 32, 50), (20, 10, 32, 15), (10, 5, 50, 50),
+     (30, 10, 32, 40), (50, 10, 50, 40), (100, 10, 32, 55), (200, 20, 100, 120),
+     (1000, 5, 50, 200)],
+)
+async def test_the_lua_solver_finds_what_the_python_one_finds(
+    redis_client: aioredis.Redis, rate: float, burst: float, burst_size: int,
+    start_rate: float,
+) -> None:
+    solve = redis_client.register_script(_lua("redis_estimate.lua") + _SOLVE)
+    rng = random.Random(rate * burst + start_rate)
+    first, last = cold_burst_then_slow_start(
+        rate, burst, burst_size=burst_size, burst_span=0.01, start_rate=start_rate
+    )
+    for one, two in [(first, last), (_jittered(first, rng), _jittered(last, rng))]:
+        for within in (PRECISE, UNSAID):
+            got = await solve(args=[_as_json(one), _as_json(two), within, start_rate])
+            lua = [float(x) if x else None for x in got]
+            solved = estimate_bucket(one, two, within)
+            assert lua[:2] == (pytest.approx(list(solved), rel=1e-9) if solved else [None, None])
+            assert lua[2:] == pytest.approx(list(probe_bracket(one, two, start_rate)), rel=1e-9)

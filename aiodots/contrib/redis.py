@@ -42,6 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"aiodots.contrib.redis needs its extra: pip install 'aiodots[redis]' ({exc})"
     ) from exc
 
+from aiodots import ratelimit_estimate as _estimate
 from aiodots.auth import without_userinfo
 from aiodots.errors import DotsError
 from aiodots.ratelimit import AdaptiveRateLimiter, RateLimit, WaitTooLong
@@ -51,15 +52,26 @@ __all__ = ["RateLimiterUnavailableError", "RedisRateLimiter"]
 log = logging.getLogger("aiodots")
 
 _A = AdaptiveRateLimiter
-SCRIPT = string.Template(
-    resources.files(__package__).joinpath("redis_bucket.lua").read_text("utf-8")
-).substitute(
-    WINDOW=_A.WINDOW, MIN_MEASURE=_A.MIN_MEASURE, SETTLE=_A.SETTLE,
-    SLOW_START_DOUBLING=_A.SLOW_START_DOUBLING, SLOW_START_FLOOR=_A.SLOW_START_FLOOR,
-    RECOVERY=_A.RECOVERY, HOLD=_A.HOLD, PLATEAU=_A.PLATEAU, PROBE=_A.PROBE,
-    PAUSE_HOLD=_A.PAUSE_HOLD,
-    BETA=0.9, MIN_RATE=0.5,  # AdaptiveRateLimiter's defaults for its `beta` and `min_rate`
-)
+
+
+def _lua(*names: str) -> str:
+    """Lua files of this package, one after the other, with the in-process limiter's
+    constants and its estimator's (`aiodots.ratelimit_estimate`) filled in."""
+    files = resources.files(__package__)
+    text = "\n".join(files.joinpath(name).read_text("utf-8") for name in names)
+    return string.Template(text).substitute(
+        WINDOW=_A.WINDOW, MIN_MEASURE=_A.MIN_MEASURE, SETTLE=_A.SETTLE,
+        SLOW_START_DOUBLING=_A.SLOW_START_DOUBLING, SLOW_START_FLOOR=_A.SLOW_START_FLOOR,
+        RECOVERY=_A.RECOVERY, HOLD=_A.HOLD, PLATEAU=_A.PLATEAU,
+        PROBE=_A.PROBE, PAUSE_HOLD=_A.PAUSE_HOLD,
+        BETA=0.9, MIN_RATE=0.5,  # AdaptiveRateLimiter's defaults for its `beta` and `min_rate`
+        ITERATIONS=_estimate._ITERATIONS, MAX_RATE=_estimate._MAX_RATE,
+        UNSAID=_estimate.UNSAID, ROUNDS=_estimate._ROUNDS,
+        RATE_POSITION=_estimate.RATE_POSITION, LEFTOVER=_estimate._LEFTOVER,
+    )
+
+
+SCRIPT = _lua("redis_bucket.lua")
 
 
 class RateLimiterUnavailableError(DotsError):
