@@ -7,6 +7,11 @@ processes on many machines behave as one `AdaptiveRateLimiter` would:
 - one round trip per acquire at most, and fewer under load: the caller at the head of a
   process's queue reserves slots for the callers behind it too;
 - one process's 429 lowers everyone's rate, and its Retry-After pauses every process;
+- without a ceiling the processes find the server's limit together, as one
+  `AdaptiveRateLimiter` finds it alone: every process adds when its accepted requests
+  were sent to one send log in Redis (on Redis's clock, which each process measures
+  its own against), and when a pause ends the server's token bucket is solved from it,
+  by the Lua of `aiodots.ratelimit_estimate` (`redis_estimate.lua`);
 - a pause another process told (a Retry-After it accepted) holds this one no longer
   than this client's `max_retry_after`: longer, and the call fails at once with
   `RateLimitError`, as on a Retry-After that long of its own (`BoundedLimiter`);
@@ -63,7 +68,9 @@ def _lua(*names: str) -> str:
         WINDOW=_A.WINDOW, MIN_MEASURE=_A.MIN_MEASURE, SETTLE=_A.SETTLE,
         SLOW_START_DOUBLING=_A.SLOW_START_DOUBLING, SLOW_START_FLOOR=_A.SLOW_START_FLOOR,
         RECOVERY=_A.RECOVERY, HOLD=_A.HOLD, PLATEAU=_A.PLATEAU,
-        PROBE=_A.PROBE, PAUSE_HOLD=_A.PAUSE_HOLD,
+        SOLVED_PLATEAU=_A.SOLVED_PLATEAU, PROBE=_A.PROBE, PAUSE_HOLD=_A.PAUSE_HOLD,
+        BURST_SPAN=_A.BURST_SPAN, BURST_MARGIN=_A.BURST_MARGIN, PRECISE=_A.PRECISE,
+        PRECISE_TRIES=_A.PRECISE_TRIES, BRACKET_RAMP=_A.BRACKET_RAMP, LOG_SIZE=_A.LOG_SIZE,
         BETA=0.9, MIN_RATE=0.5,  # AdaptiveRateLimiter's defaults for its `beta` and `min_rate`
         ITERATIONS=_estimate._ITERATIONS, MAX_RATE=_estimate._MAX_RATE,
         UNSAID=_estimate.UNSAID, ROUNDS=_estimate._ROUNDS,
@@ -71,7 +78,8 @@ def _lua(*names: str) -> str:
     )
 
 
-SCRIPT = _lua("redis_bucket.lua")
+# The bucket solver (the Lua of `aiodots.ratelimit_estimate`) in front of the bucket.
+SCRIPT = _lua("redis_estimate.lua", "redis_bucket.lua")
 
 
 class RateLimiterUnavailableError(DotsError):
@@ -156,6 +164,9 @@ class RedisRateLimiter:
     RECONNECT_SECONDS = 1.0
     ROUND_TRIP_SECONDS = 2.0  # the longest one call to Redis may take
     MAX_REPORTS = 64  # 429s kept for Redis while it cannot be told (the latest)
+    # Round trips whose fastest says how far Redis's clock is from this process's: the
+    # latest few, so that a clock that drifts is followed.
+    CLOCK_SAMPLES = 16
 
     def __init__(
         self,
@@ -194,16 +205,22 @@ class RedisRateLimiter:
         self._fetching = False
         self._spare: deque[float] = deque()  # slots reserved for callers that left
         self._reserved_until = 0.0  # the last slot reserved so far
-        # Feedback not yet told to Redis.
-        self._successes = 0
-        # (sent at, Retry-After or 0, answered at) of each 429 Redis was not told yet.
+        # Feedback not yet told to Redis: when each request answered with a success was
+        # sent (the shared send log the server's bucket is solved from) ...
+        self._sent_ok: list[float] = []
+        # ... and (sent at, Retry-After or 0, answered at) of each 429.
         self._reports: list[tuple[float, float, float]] = []
+        # (round trip, Redis's clock less this process's) of the latest round trips.
+        self._clock_offsets: deque[tuple[float, float]] = deque(maxlen=self.CLOCK_SAMPLES)
         self._flush_task: asyncio.Task[None] | None = None
         # What Redis said last.
         self._rate: float | None = self._ceiling.rate if self._ceiling else None
         self._pause_until = -float("inf")
         self._live = 1
         self.decreases = 0
+        #: (rate, burst) of the server's bucket, once solved from the send log of every
+        #: process sharing the limit (as Redis last said).
+        self.solved: tuple[float, float] | None = None
         #: Round trips to Redis so far (scripts run), successful or not.
         self.round_trips = 0
         self._fallback: AdaptiveRateLimiter | None = None
@@ -226,9 +243,9 @@ class RedisRateLimiter:
         self._keys = self._keys_for(digest)
 
     def _keys_for(self, namespace: str) -> list[str]:
-        # One hash tag, so that the three keys share a Redis Cluster slot.
+        # One hash tag, so that the keys share a Redis Cluster slot.
         base = f"{self._name}:{{{namespace}}}"
-        return [f"{base}:state", f"{base}:ok", f"{base}:live"]
+        return [f"{base}:{key}" for key in ("state", "ok", "live", "log", "first")]
 
     async def aclose(self) -> None:
         """Tell Redis the last 429s, then close the Redis client if the limiter made it."""
@@ -450,16 +467,20 @@ class RedisRateLimiter:
     async def _round_trip(self, want: int) -> list[float]:
         """Run the script: report feedback, reserve up to `want` slots (at least one
         when `want` is not 0). Returns the slots, on this process's clock."""
-        successes, self._successes = self._successes, 0
+        sent_ok, self._sent_ok = self._sent_ok, []
         reports, self._reports = self._reports, []
         now = self._clock()
+        # The fastest recent round trip says most closely how far Redis's clock is from
+        # this one's: the others waited longer in a queue somewhere, on one way or both.
+        shift = min(self._clock_offsets)[1] if self._clock_offsets else ""
         args: list[Any] = [
             want, self.HORIZON, self._ceiling.rate if self._ceiling else 0,
-            self._ceiling.burst if self._ceiling else 1, int(self._adaptive), successes,
-            self._process, self.LIVE_SECONDS, self.KEY_TTL_MS,
+            self._ceiling.burst if self._ceiling else 1, int(self._adaptive),
+            " ".join(f"{sent_at:.6f}" for sent_at in sent_ok),
+            self._process, self.LIVE_SECONDS, self.KEY_TTL_MS, shift, now,
         ]
         for sent_at, retry_after, answered_at in reports:
-            args += [max(0.0, now - sent_at), _pause_left(retry_after, answered_at, now)]
+            args += [sent_at, _pause_left(retry_after, answered_at, now)]
         self.round_trips += 1
         try:
             # Bounded here too: a Redis client the caller made may have no socket
@@ -469,7 +490,8 @@ class RedisRateLimiter:
                 reply: Sequence[Any] = await self._script(keys=self._keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             # Told at the next round trip that gets through (or to the fallback).
-            self._successes += successes
+            self._sent_ok[:0] = sent_ok
+            del self._sent_ok[: -AdaptiveRateLimiter.LOG_SIZE]
             self._reports[:0] = reports
             del self._reports[: -self.MAX_REPORTS]
             raise _Unavailable(type(exc).__name__) from exc
@@ -483,7 +505,9 @@ class RedisRateLimiter:
             self._pause_until = max(self._pause_until, received + pause_left)
         self._live = max(1, int(reply[3]))
         self.decreases = int(reply[4])
-        return [received + float(offset) for offset in reply[5 : 5 + granted]]
+        self.solved = None if reply[5] in (b"", "") else (float(reply[5]), float(reply[6]))
+        self._clock_offsets.append((received - now, float(reply[7]) - (now + received) / 2))
+        return [received + float(offset) for offset in reply[8 : 8 + granted]]
 
     def _fall_back(self, exc: _Unavailable) -> None:
         self._next_probe = self._clock() + self.RECONNECT_SECONDS
@@ -535,17 +559,24 @@ class RedisRateLimiter:
             else:
                 del self._reports[: -self.MAX_REPORTS]  # Redis is away: the latest only
         elif status < 500 and fallback is None:
-            self._successes += 1
+            self._sent_ok.append(sent_at)
+            if self._clock() < self._pause_until:
+                # Answered during a pause: its decision, at the pause's end, needs every
+                # process's send log of the phase the pause ended.
+                self._flush_soon()
 
     def _flush_soon(self) -> None:
         """Tell Redis of a 429 now, not at this process's next acquire: the others must
-        slow down or pause as soon as possible."""
+        slow down or pause as soon as possible; and, during a pause, of the successes
+        answered meanwhile."""
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
         try:
             await self._round_trip(0)
+            while self._reports or (self._sent_ok and self._clock() < self._pause_until):
+                await self._round_trip(0)  # answered while the last one was under way
         except _Unavailable as exc:
             with contextlib.suppress(RateLimiterUnavailableError):
                 self._fall_back(exc)
