@@ -617,3 +617,30 @@ async def test_a_limit_of_a_few_bursts_a_second_is_found_together_with_a_third_p
         assert limiter.solved is not None
         assert 0.9 * LOW_RATE <= limiter.solved[0] <= LOW_RATE
     assert elapsed <= LOW_FLOOR + 1.0, elapsed
+
+
+async def test_a_first_burst_is_counted_whole_however_its_sends_were_ordered(
+    limiters: Factory,
+) -> None:
+    """Processes' first bursts leave within milliseconds of each other, closer than
+    their clocks and their ways to the server keep order: one of the five requests the
+    server accepted was logged as sent after the first refused one. The first phase,
+    ended at that refusal, counted four, and the probe after the pause started from 20/s
+    where five say 25/s (traced with two processes: a burst of 5 counted as 1)."""
+    one, two = limiters(), limiters()  # no ceiling: unthrottled until a 429
+    for _ in range(3):  # each measures how far Redis's clock is from its own
+        await one.acquire()
+        await two.acquire()
+    t = one.now() - 0.020
+    for sent in (t, t + 0.001, t + 0.002, t + 0.003):
+        one.on_response(200, sent, None)
+    two.on_response(429, t + 0.004, 0.3)
+    one.on_response(200, t + 0.0045, None)  # accepted, logged after the refusal
+    two.on_response(429, t + 0.009, 0.3)
+    await asyncio.sleep(0.05)  # the 429s are told to Redis
+    assert await one.acquire() > 0.2  # with its successes; held until the pause ends
+    await one.acquire()  # the pause is over: decided
+    # Five accepted at once, a tenth of a second at the least: half of 50/s.
+    assert one.rate is not None
+    assert 25.0 <= one.rate < 27.0
+    assert one.decreases == 1

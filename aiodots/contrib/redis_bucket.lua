@@ -113,6 +113,7 @@ local decreases = tonumber(s.decreases) or 0
 local phase_start = tonumber(s.phase_start)
 local phase_rest = tonumber(s.phase_rest)
 local refused_at = tonumber(s.refused)
+local refused_last = tonumber(s.refused_last)  -- when its last refused request was sent
 local due = s.due == '1'
 local held = tonumber(s.held) or 0
 local has_first = s.first == '1'
@@ -230,10 +231,11 @@ local function refused(sent_at)
   if not refused_at then
     decreases = decreases + 1
     decreased_at = now
-    refused_at = sent_at
+    refused_at, refused_last = sent_at, sent_at
     due = true
   else
     refused_at = math.min(refused_at, sent_at)
+    refused_last = math.max(refused_last, sent_at)
   end
 end
 
@@ -259,7 +261,7 @@ local function close_phase(refused, next_start)
   push_all(KEYS[4], later)
   phase_start = next_start
   phase_rest = math.max(0, next_start - last_sent)
-  refused_at = nil
+  refused_at, refused_last = nil, nil
   return phase
 end
 
@@ -324,15 +326,22 @@ end
 
 local function after_pause()
   due = false
-  local phase = close_phase(refused_at, pause_until)
+  -- A first refusal of unthrottled processes ends the phase of their first bursts, which
+  -- left within a few milliseconds of each other: closer than their clocks and their
+  -- ways to the server keep order. A request accepted may be logged as sent after one
+  -- refused, and left out of a phase that ended at the first refusal (a burst of 5
+  -- counted as 1, in traces of two processes). Every refused request found the bucket
+  -- empty: that phase ends at the last one.
+  local phase = close_phase(rate and refused_at or refused_last, pause_until)
   if not rate then
-    -- First refusal of unthrottled processes: all that is known is what got through.
-    -- Start slow from half of that and double until refused again. When the first
-    -- burst went out at once, what got through is the server's burst.
+    -- All that is known is what got through. Start slow from half of that and double
+    -- until refused again. When the accepted requests all left at once, their number
+    -- is the server's burst.
     keep_first(phase)
     local elapsed = math.max(phase.refused - phase.start, 0.1)
     local seen = math.max(#phase.sends / elapsed, 2 * SLOW_START_FLOOR)
-    if phase.refused - phase.start <= BURST_SPAN then first_burst = #phase.sends end
+    local last_accepted = phase.sends[#phase.sends] or phase.start
+    if last_accepted - phase.start <= BURST_SPAN then first_burst = #phase.sends end
     probe(bounded(seen / 2), PRECISE_TRIES, nil)
   elseif not has_first then
     -- Throttled by a ceiling from the start: this phase still began with the server's
@@ -430,7 +439,7 @@ redis.call('HSET', KEYS[1],
   'start_rate', fmt(start_rate), 'doubling', fmt(doubling), 'w_max', fmt(w_max),
   'first_ok', opt(first_ok), 'last_pause', fmt(last_pause), 'decreases', decreases,
   'burst', opt(server_burst), 'phase_start', opt(phase_start), 'phase_rest', opt(phase_rest),
-  'refused', opt(refused_at), 'due', due and '1' or '0', 'held', held,
+  'refused', opt(refused_at), 'refused_last', opt(refused_last), 'due', due and '1' or '0', 'held', held,
   'first', has_first and '1' or '0', 'first_burst', opt(first_burst), 'tries', tries,
   'solved_rate', opt(solved_rate), 'solved_burst', opt(solved_burst))
 for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
