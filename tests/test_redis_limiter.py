@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
-import json
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -20,15 +17,11 @@ import redis.asyncio as aioredis
 from pytest_redis.executor import RedisExecutor
 
 import aiodots
-from aiodots.contrib.redis import RateLimiterUnavailableError, RedisRateLimiter, _lua
-from aiodots.ratelimit import AdaptiveRateLimiter, BoundedLimiter, WaitTooLong
-from aiodots.ratelimit_estimate import UNSAID, Phase, estimate_bucket, probe_bracket
+from aiodots.contrib.redis import RateLimiterUnavailableError, RedisRateLimiter
+from aiodots.ratelimit import BoundedLimiter, WaitTooLong
 from aiodots.testing import DotsEmulator, FaultPlan, ServerRateLimit
 
 from .redis_fixtures import url_of
-from .test_ratelimit_estimate import cold_burst_then_slow_start
-
-PRECISE = AdaptiveRateLimiter.PRECISE
 
 Factory = Callable[..., RedisRateLimiter]
 
@@ -496,155 +489,3 @@ def test_a_redis_url_that_cannot_work_fails_at_once_without_its_password(
     assert says in str(caught.value)
     if never is not None:
         assert never not in str(caught.value)
-
-
-# -- the bucket solved in Lua, as in Python ------------------------------------------------
-
-# The shared limiter solves the server's bucket in Redis, with a Lua copy of
-# `aiodots.ratelimit_estimate`; this driver calls it on two phases given as JSON.
-_SOLVE = """
-local function phase(p)
-  local rest = p[4]
-  if rest == cjson.null then rest = nil end
-  return {start = p[1], refused = p[2], sends = p[3], rest = rest}
-end
-local first, last = phase(cjson.decode(ARGV[1])), phase(cjson.decode(ARGV[2]))
-local rate, burst = estimate_bucket(first, last, tonumber(ARGV[3]))
-local low, top = probe_bracket(first, last, tonumber(ARGV[4]))
-local function opt(x) if x then return string.format('%.17g', x) end return '' end
-return {opt(rate), opt(burst), opt(low), opt(top)}
-"""
-
-
-def _as_json(phase: Phase) -> str:
-    return json.dumps([phase.start, phase.refused_at, list(phase.sends), phase.rest])
-
-
-def _jittered(phase: Phase, rng: random.Random) -> Phase:
-    """The same phase with each send moved by up to a millisecond: a loaded sender."""
-    sends = sorted(min(phase.refused_at, max(phase.start, t + rng.uniform(-1e-3, 1e-3)))
-                   for t in phase.sends)
-    return Phase(phase.start, phase.refused_at, sends, phase.rest)
-
-
-@pytest.mark.parametrize(
-    ("rate", "burst", "burst_size", "start_rate"),
-    [(20, 10, 32, 100), (20, 10, 32, 50), (20, 10, 32, 15), (10, 5, 50, 50),
-     (30, 10, 32, 40), (50, 10, 50, 40), (100, 10, 32, 55), (200, 20, 100, 120),
-     (1000, 5, 50, 200)],
-)
-async def test_the_lua_solver_finds_what_the_python_one_finds(
-    redis_client: aioredis.Redis, rate: float, burst: float, burst_size: int,
-    start_rate: float,
-) -> None:
-    solve = redis_client.register_script(_lua("redis_estimate.lua") + _SOLVE)
-    rng = random.Random(rate * burst + start_rate)
-    first, last = cold_burst_then_slow_start(
-        rate, burst, burst_size=burst_size, burst_span=0.01, start_rate=start_rate
-    )
-    for one, two in [(first, last), (_jittered(first, rng), _jittered(last, rng))]:
-        for within in (PRECISE, UNSAID):
-            got = await solve(args=[_as_json(one), _as_json(two), within, start_rate])
-            lua = [float(x) if x else None for x in got]
-            solved = estimate_bucket(one, two, within)
-            assert lua[:2] == (pytest.approx(list(solved), rel=1e-9) if solved else [None, None])
-            assert lua[2:] == pytest.approx(list(probe_bracket(one, two, start_rate)), rel=1e-9)
-
-
-# -- finding a low limit together ---------------------------------------------------------
-
-# A server whose rate is only twice its burst a second (20/s, burst 10), whose 429s carry
-# `Retry-After: 1`: every refusal stops every process for a second. The in-process
-# limiter finds such a limit with three pauses (tests/test_rate_finding.py). The shared
-# one measured the rate over a window of successes, which a probe refused a fifth of a
-# second after a pause never lets it measure: it cut by a tenth per pause from above
-# the limit, and met a pause about once a second (300 creates: 16-17 pauses, 0.63-0.65
-# of the limit, with one process, two or four). It now solves the server's bucket from
-# a send log every process adds to, as the in-process limiter does from its own.
-LOW_RATE, LOW_BURST, LOW_CREATES = 20, 10, 100
-
-
-def _pauses(arrivals: list[float]) -> list[float]:
-    """Silences of most of a second between two requests the server saw."""
-    arrivals = sorted(arrivals)
-    return [b - a for a, b in itertools.pairwise(arrivals) if b - a >= 0.8]
-
-
-async def _share_a_low_limit(url: str, clients: int) -> tuple[float, list[float],
-                                                                list[RedisRateLimiter]]:
-    """`LOW_CREATES` creates split between `clients` clients, each with a limiter (and a
-    Redis connection) of its own on one key, against the low limit. Returns the elapsed
-    time, the pauses the emulator saw, and the (closed) limiters."""
-    faults = FaultPlan(rate_limit=ServerRateLimit(
-        rate=LOW_RATE, burst=LOW_BURST, retry_after="seconds",
-    ))
-    limiters = [RedisRateLimiter(url, name="low") for _ in range(clients)]
-    async with DotsEmulator(faults=faults) as emulator:
-
-        async def job(limiter: RedisRateLimiter) -> list[bool]:
-            async with limiter, aiodots.Client(
-                **emulator.credentials, base_url=emulator.base_url, max_retries=10,
-                rate_limiter=limiter,
-            ) as dots:
-                return [item.ok async for item in dots.flows.create_many(
-                    ({"steps": ["payout"]} for _ in range(LOW_CREATES // clients)),
-                    concurrency=20 // clients,
-                )]
-
-        started = time.monotonic()
-        oks = await asyncio.gather(*(job(limiter) for limiter in limiters))
-        elapsed = time.monotonic() - started
-    assert all(all(ok) for ok in oks)
-    assert emulator.stats.created == LOW_CREATES
-    return elapsed, _pauses(list(emulator.stats.arrivals)), limiters
-
-
-# Three pauses (the first burst's, a probe from its guess, a probe from under the rate
-# that one allowed), the server's burst at the start and after each, the rest at no less
-# than 0.85 of its rate: 6.5 s, and a loaded machine's second on top; 6.2 s on the
-# development machine, with two test runs at once too. Before: 7 pauses with one
-# client, 5 with two, and 7.6-8 s.
-LOW_FLOOR = 3 * 1.0 + (LOW_CREATES - 4 * LOW_BURST) / (0.85 * LOW_RATE)
-
-
-@pytest.mark.parametrize("clients", [1, 2])
-async def test_a_limit_of_a_few_bursts_a_second_is_found_together_with_a_third_pause(
-    redis_server: RedisExecutor, redis_client: aioredis.Redis, clients: int
-) -> None:
-    elapsed, pauses, limiters = await _share_a_low_limit(url_of(redis_server), clients)
-    assert len(pauses) <= 3, pauses
-    # What Redis said at each process's last round trip: one that reserved its last
-    # slots before the solving pause ended has not heard the solution (1 run in 3 of
-    # the whole suite), and sends at the shared rate all the same.
-    solutions = [limiter.solved for limiter in limiters if limiter.solved is not None]
-    assert solutions
-    for rate, _ in solutions:
-        assert 0.9 * LOW_RATE <= rate <= LOW_RATE
-    assert elapsed <= LOW_FLOOR + 1.0, elapsed
-
-
-async def test_a_first_burst_is_counted_whole_however_its_sends_were_ordered(
-    limiters: Factory,
-) -> None:
-    """Processes' first bursts leave within milliseconds of each other, closer than
-    their clocks and their ways to the server keep order: one of the five requests the
-    server accepted was logged as sent after the first refused one. The first phase,
-    ended at that refusal, counted four, and the probe after the pause started from 20/s
-    where five say 25/s (traced with two processes: a burst of 5 counted as 1)."""
-    one, two = limiters(), limiters()  # no ceiling: unthrottled until a 429
-    for _ in range(3):  # each measures how far Redis's clock is from its own
-        await one.acquire()
-        await two.acquire()
-    t = one.now() - 0.020
-    for sent in (t, t + 0.001, t + 0.002, t + 0.003):
-        one.on_response(200, sent, None)
-    two.on_response(429, t + 0.004, 0.3)
-    one.on_response(200, t + 0.0045, None)  # accepted, logged after the refusal
-    two.on_response(429, t + 0.009, 0.3)
-    await asyncio.sleep(0.05)  # the 429s are told to Redis
-    assert await one.acquire() > 0.2  # with its successes; held until the pause ends
-    await one.acquire()  # the pause is over: decided
-    # Five accepted at once, a tenth of a second at the least: half of 50/s.
-    assert one.rate is not None
-    assert 25.0 <= one.rate < 27.0
-    assert one.decreases == 1

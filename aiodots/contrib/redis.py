@@ -7,11 +7,6 @@ processes on many machines behave as one `AdaptiveRateLimiter` would:
 - one round trip per acquire at most, and fewer under load: the caller at the head of a
   process's queue reserves slots for the callers behind it too;
 - one process's 429 lowers everyone's rate, and its Retry-After pauses every process;
-- without a ceiling the processes find the server's limit together, as one
-  `AdaptiveRateLimiter` finds it alone: every process adds when its accepted requests
-  were sent to one send log in Redis (on Redis's clock, which each process measures
-  its own against), and when a pause ends the server's token bucket is solved from it,
-  by the Lua of `aiodots.ratelimit_estimate` (`redis_estimate.lua`);
 - a pause another process told (a Retry-After it accepted) holds this one no longer
   than this client's `max_retry_after`: longer, and the call fails at once with
   `RateLimitError`, as on a Retry-After that long of its own (`BoundedLimiter`);
@@ -47,7 +42,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"aiodots.contrib.redis needs its extra: pip install 'aiodots[redis]' ({exc})"
     ) from exc
 
-from aiodots import ratelimit_estimate as _estimate
 from aiodots.auth import without_userinfo
 from aiodots.errors import DotsError
 from aiodots.ratelimit import AdaptiveRateLimiter, RateLimit, WaitTooLong
@@ -57,29 +51,15 @@ __all__ = ["RateLimiterUnavailableError", "RedisRateLimiter"]
 log = logging.getLogger("aiodots")
 
 _A = AdaptiveRateLimiter
-
-
-def _lua(*names: str) -> str:
-    """Lua files of this package, one after the other, with the in-process limiter's
-    constants and its estimator's (`aiodots.ratelimit_estimate`) filled in."""
-    files = resources.files(__package__)
-    text = "\n".join(files.joinpath(name).read_text("utf-8") for name in names)
-    return string.Template(text).substitute(
-        WINDOW=_A.WINDOW, MIN_MEASURE=_A.MIN_MEASURE, SETTLE=_A.SETTLE,
-        SLOW_START_DOUBLING=_A.SLOW_START_DOUBLING, SLOW_START_FLOOR=_A.SLOW_START_FLOOR,
-        RECOVERY=_A.RECOVERY, HOLD=_A.HOLD, PLATEAU=_A.PLATEAU,
-        SOLVED_PLATEAU=_A.SOLVED_PLATEAU, PROBE=_A.PROBE, PAUSE_HOLD=_A.PAUSE_HOLD,
-        BURST_SPAN=_A.BURST_SPAN, BURST_MARGIN=_A.BURST_MARGIN, PRECISE=_A.PRECISE,
-        PRECISE_TRIES=_A.PRECISE_TRIES, BRACKET_RAMP=_A.BRACKET_RAMP, LOG_SIZE=_A.LOG_SIZE,
-        BETA=0.9, MIN_RATE=0.5,  # AdaptiveRateLimiter's defaults for its `beta` and `min_rate`
-        ITERATIONS=_estimate._ITERATIONS, MAX_RATE=_estimate._MAX_RATE,
-        UNSAID=_estimate.UNSAID, ROUNDS=_estimate._ROUNDS,
-        RATE_POSITION=_estimate.RATE_POSITION, LEFTOVER=_estimate._LEFTOVER,
-    )
-
-
-# The bucket solver (the Lua of `aiodots.ratelimit_estimate`) in front of the bucket.
-SCRIPT = _lua("redis_estimate.lua", "redis_bucket.lua")
+SCRIPT = string.Template(
+    resources.files(__package__).joinpath("redis_bucket.lua").read_text("utf-8")
+).substitute(
+    WINDOW=_A.WINDOW, MIN_MEASURE=_A.MIN_MEASURE, SETTLE=_A.SETTLE,
+    SLOW_START_DOUBLING=_A.SLOW_START_DOUBLING, SLOW_START_FLOOR=_A.SLOW_START_FLOOR,
+    RECOVERY=_A.RECOVERY, HOLD=_A.HOLD, PLATEAU=_A.PLATEAU, PROBE=_A.PROBE,
+    PAUSE_HOLD=_A.PAUSE_HOLD,
+    BETA=0.9, MIN_RATE=0.5,  # AdaptiveRateLimiter's defaults for its `beta` and `min_rate`
+)
 
 
 class RateLimiterUnavailableError(DotsError):
@@ -164,9 +144,6 @@ class RedisRateLimiter:
     RECONNECT_SECONDS = 1.0
     ROUND_TRIP_SECONDS = 2.0  # the longest one call to Redis may take
     MAX_REPORTS = 64  # 429s kept for Redis while it cannot be told (the latest)
-    # Round trips whose fastest says how far Redis's clock is from this process's: the
-    # latest few, so that a clock that drifts is followed.
-    CLOCK_SAMPLES = 16
 
     def __init__(
         self,
@@ -205,22 +182,16 @@ class RedisRateLimiter:
         self._fetching = False
         self._spare: deque[float] = deque()  # slots reserved for callers that left
         self._reserved_until = 0.0  # the last slot reserved so far
-        # Feedback not yet told to Redis: when each request answered with a success was
-        # sent (the shared send log the server's bucket is solved from) ...
-        self._sent_ok: list[float] = []
-        # ... and (sent at, Retry-After or 0, answered at) of each 429.
+        # Feedback not yet told to Redis.
+        self._successes = 0
+        # (sent at, Retry-After or 0, answered at) of each 429 Redis was not told yet.
         self._reports: list[tuple[float, float, float]] = []
-        # (round trip, Redis's clock less this process's) of the latest round trips.
-        self._clock_offsets: deque[tuple[float, float]] = deque(maxlen=self.CLOCK_SAMPLES)
         self._flush_task: asyncio.Task[None] | None = None
         # What Redis said last.
         self._rate: float | None = self._ceiling.rate if self._ceiling else None
         self._pause_until = -float("inf")
         self._live = 1
         self.decreases = 0
-        #: (rate, burst) of the server's bucket, once solved from the send log of every
-        #: process sharing the limit (as Redis last said).
-        self.solved: tuple[float, float] | None = None
         #: Round trips to Redis so far (scripts run), successful or not.
         self.round_trips = 0
         self._fallback: AdaptiveRateLimiter | None = None
@@ -243,9 +214,9 @@ class RedisRateLimiter:
         self._keys = self._keys_for(digest)
 
     def _keys_for(self, namespace: str) -> list[str]:
-        # One hash tag, so that the keys share a Redis Cluster slot.
+        # One hash tag, so that the three keys share a Redis Cluster slot.
         base = f"{self._name}:{{{namespace}}}"
-        return [f"{base}:{key}" for key in ("state", "ok", "live", "log", "first")]
+        return [f"{base}:state", f"{base}:ok", f"{base}:live"]
 
     async def aclose(self) -> None:
         """Tell Redis the last 429s, then close the Redis client if the limiter made it."""
@@ -467,20 +438,16 @@ class RedisRateLimiter:
     async def _round_trip(self, want: int) -> list[float]:
         """Run the script: report feedback, reserve up to `want` slots (at least one
         when `want` is not 0). Returns the slots, on this process's clock."""
-        sent_ok, self._sent_ok = self._sent_ok, []
+        successes, self._successes = self._successes, 0
         reports, self._reports = self._reports, []
         now = self._clock()
-        # The fastest recent round trip says most closely how far Redis's clock is from
-        # this one's: the others waited longer in a queue somewhere, on one way or both.
-        shift = min(self._clock_offsets)[1] if self._clock_offsets else ""
         args: list[Any] = [
             want, self.HORIZON, self._ceiling.rate if self._ceiling else 0,
-            self._ceiling.burst if self._ceiling else 1, int(self._adaptive),
-            " ".join(f"{sent_at:.6f}" for sent_at in sent_ok),
-            self._process, self.LIVE_SECONDS, self.KEY_TTL_MS, shift, now,
+            self._ceiling.burst if self._ceiling else 1, int(self._adaptive), successes,
+            self._process, self.LIVE_SECONDS, self.KEY_TTL_MS,
         ]
         for sent_at, retry_after, answered_at in reports:
-            args += [sent_at, _pause_left(retry_after, answered_at, now)]
+            args += [max(0.0, now - sent_at), _pause_left(retry_after, answered_at, now)]
         self.round_trips += 1
         try:
             # Bounded here too: a Redis client the caller made may have no socket
@@ -490,8 +457,7 @@ class RedisRateLimiter:
                 reply: Sequence[Any] = await self._script(keys=self._keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             # Told at the next round trip that gets through (or to the fallback).
-            self._sent_ok[:0] = sent_ok
-            del self._sent_ok[: -AdaptiveRateLimiter.LOG_SIZE]
+            self._successes += successes
             self._reports[:0] = reports
             del self._reports[: -self.MAX_REPORTS]
             raise _Unavailable(type(exc).__name__) from exc
@@ -505,9 +471,7 @@ class RedisRateLimiter:
             self._pause_until = max(self._pause_until, received + pause_left)
         self._live = max(1, int(reply[3]))
         self.decreases = int(reply[4])
-        self.solved = None if reply[5] in (b"", "") else (float(reply[5]), float(reply[6]))
-        self._clock_offsets.append((received - now, float(reply[7]) - (now + received) / 2))
-        return [received + float(offset) for offset in reply[8 : 8 + granted]]
+        return [received + float(offset) for offset in reply[5 : 5 + granted]]
 
     def _fall_back(self, exc: _Unavailable) -> None:
         self._next_probe = self._clock() + self.RECONNECT_SECONDS
@@ -559,24 +523,17 @@ class RedisRateLimiter:
             else:
                 del self._reports[: -self.MAX_REPORTS]  # Redis is away: the latest only
         elif status < 500 and fallback is None:
-            self._sent_ok.append(sent_at)
-            if self._clock() < self._pause_until:
-                # Answered during a pause: its decision, at the pause's end, needs every
-                # process's send log of the phase the pause ended.
-                self._flush_soon()
+            self._successes += 1
 
     def _flush_soon(self) -> None:
         """Tell Redis of a 429 now, not at this process's next acquire: the others must
-        slow down or pause as soon as possible; and, during a pause, of the successes
-        answered meanwhile."""
+        slow down or pause as soon as possible."""
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
         try:
             await self._round_trip(0)
-            while self._reports or (self._sent_ok and self._clock() < self._pause_until):
-                await self._round_trip(0)  # answered while the last one was under way
         except _Unavailable as exc:
             with contextlib.suppress(RateLimiterUnavailableError):
                 self._fall_back(exc)
