@@ -206,32 +206,24 @@ class Resource:
             body = with_idempotency_key(body)
             key = getattr(body, "idempotency_key", None)
         payload = unstructure_request(body) if body is not None else raw_body
+        sent: Awaitable[Any] = self._transport.request(
+            op.method, path, body=payload, params=params or None, replay=op.replay,
+            options=options, decode=op.decode, idempotency_key=key,
+        )
         if key is None or op.key not in RECOVERABLE:
-            sent: Awaitable[Any] = self._transport.request(
-                op.method, path, body=payload, params=params or None, replay=op.replay,
-                options=options, decode=op.decode, idempotency_key=key,
-            )
             return sent
-        return self._recovering(op, path, payload, params, key, options)
+        return self._recovering(sent, payload, options)
 
     async def _recovering(
-        self,
-        op: Operation,
-        path: str,
-        payload: Any,
-        params: Mapping[str, str] | None,
-        key: str,
-        options: CallOptions | None,
+        self, sent: Awaitable[Any], payload: Any, options: CallOptions | None
     ) -> Any:
-        """A keyed transfer's call, and the transfer it made when the key is refused."""
+        """A keyed transfer's call (`sent`, not yet started), and the transfer it made
+        when the key is refused."""
         # Only a keyed call may need to look its transfer up since it began: the clock is
-        # read for those alone, not on every call.
+        # read for those alone, not on every call, and before `sent` starts.
         started = datetime.now(UTC)
         try:
-            return await self._transport.request(
-                op.method, path, body=payload, params=params or None, replay=op.replay,
-                options=options, decode=op.decode, idempotency_key=key,
-            )
+            return await sent
         except IdempotencyKeyReusedError:
             # The money moved on an attempt of this call whose answer was lost. Find what
             # it made; failing that, the error says so and names the key.
