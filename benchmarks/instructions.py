@@ -26,7 +26,6 @@ regimes once put a client at 1.16x that was at 1.08x in either regime.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import statistics
@@ -34,7 +33,7 @@ import subprocess
 from typing import NamedTuple
 
 from ._emulator import emulator_process
-from .throughput import RAW_OF, TARGETS, child_command
+from .throughput import RAW_OF, TARGETS, child_command, child_result
 
 KINDS = [
     "raw aiohttp", "aiodots create", "aiodots create_many",
@@ -64,8 +63,7 @@ def instructions(kind: str, base_url: str, n: int, use_uvloop: bool = False) -> 
     found = re.search(r"Collected : (\d+)", result.stderr)
     if not found:
         raise RuntimeError(f"no callgrind total for {kind}: {result.stderr[-500:]}")
-    child = json.loads(result.stdout.strip().splitlines()[-1])
-    return Run(int(found.group(1)), child["gc_collections"])
+    return Run(int(found.group(1)), child_result(result.stdout)["gc_collections"])
 
 
 def same_regime_ratio(mine: list[Round], raws: list[Round]) -> float:

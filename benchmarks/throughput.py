@@ -313,12 +313,16 @@ def child_command(kind: str, base_url: str, n: int, use_uvloop: bool) -> list[st
     ]
 
 
-def measure(kind: str, base_url: str, n: int, use_uvloop: bool) -> dict[str, Any]:
-    out = subprocess.run(
-        child_command(kind, base_url, n, use_uvloop), check=True, capture_output=True, text=True,
-    ).stdout
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+def child_result(stdout: str) -> dict[str, Any]:
+    """What a child (`child_command`) printed of its run: the last line of its output."""
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     return result
+
+
+def measure(kind: str, base_url: str, n: int, use_uvloop: bool) -> dict[str, Any]:
+    return child_result(subprocess.run(
+        child_command(kind, base_url, n, use_uvloop), check=True, capture_output=True, text=True,
+    ).stdout)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
