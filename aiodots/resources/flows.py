@@ -75,7 +75,7 @@ class Flows:
         return await self._post(request, options)
 
     async def send_create(self, request: CreateFlow, options: CallOptions | None = None) -> Flow:
-        """Create a flow from a prepared `CreateFlow` (what `create_many` calls per item)."""
+        """Create a flow from a prepared `CreateFlow` (what `create_many` sends per item)."""
         return await self._post(request, options)
 
     def _post(self, request: CreateFlow, options: CallOptions | None) -> Awaitable[Flow]:
