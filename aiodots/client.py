@@ -215,6 +215,7 @@ class Client:
             call_headers=None if proxy is None else {"Authorization": authorization},
             proxy_headers=self._sessions.proxy_headers,
             max_response_size=max_response_size,
+            traced=bool(trace_configs),
         )
         # One attribute per API resource, named after its path (DESIGN.md).
         shared = (self._transport, lambda: self.stats.retries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import json
 import math
 import os
 import sys
@@ -220,6 +221,25 @@ async def test_closing_fails_a_call_waiting_for_a_connection_and_does_not_cancel
         with pytest.raises(aiodots.APIConnectionError):
             await holder  # its connection was closed under it
     assert dots.stats.failures == 2
+
+
+async def test_trace_hooks_hear_every_answer_body(dots_emulator: DotsEmulator) -> None:
+    """aiohttp tells `on_response_chunk_received` of a body from `ClientResponse.read()`
+    alone: a client given trace hooks reads through it, where one without them takes
+    the body from aiohttp's buffer."""
+    bodies: list[bytes] = []
+
+    async def on_chunk(*args: Any) -> None:
+        bodies.append(args[-1].chunk)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_response_chunk_received.append(on_chunk)
+    async with aiodots.Client(
+        **dots_emulator.credentials, base_url=dots_emulator.base_url, trace_configs=[trace]
+    ) as dots:
+        flow = await dots.flows.create(steps=["compliance"])
+        await dots.flows.retrieve(flow.id)
+    assert [json.loads(body)["id"] for body in bodies] == [flow.id, flow.id]
 
 
 @pytest.mark.parametrize("held_by", ["a Retry-After pause", "a retry's backoff"])
