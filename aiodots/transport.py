@@ -707,7 +707,11 @@ class Transport:
                     allow_redirects=False,
                 )
             try:
-                async with sent as response:
+                # Awaited, not entered: `async with` puts a coroutine of its own between
+                # this attempt and aiohttp's, crossed again at every resume, and four
+                # more coroutine calls around the answer, which end in `release()`.
+                response = await sent
+                try:
                     # An answer that has arrived whole (a small one nearly always has by
                     # now), within the limit, is read at once, as ever; any other is read
                     # up to the limit (`_read_bounded`). Asking the stream, not the
@@ -737,6 +741,8 @@ class Transport:
                                 request, too_large, response, sent_at, attempt
                             ) from None
                     status = response.status
+                finally:
+                    response.release()  # pools the connection, or closes a broken one
             except (TimeoutError, aiohttp.ClientError) as exc:
                 self._stats.connection_errors += 1
                 failure = connection_failure(exc, method=request.method, path=request.path)
