@@ -149,6 +149,10 @@ def _fail(exc: DotsError) -> NoReturn:
     if isinstance(exc, ValidationError):
         raise click.UsageError(str(exc)) from exc
     click.echo(f"error: {exc}", err=True)
+    # What reconciliation knows of a failed create is in its notes: that it may have
+    # taken effect, or that it was sent more than once and none did.
+    for note in getattr(exc, "__notes__", ()):
+        click.echo(f"note: {note}", err=True)
     sys.exit(1)
 
 

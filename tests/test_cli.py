@@ -79,6 +79,28 @@ async def test_a_missing_flow_exits_1_with_the_error(dots_emulator: DotsEmulator
     assert "404 flow not found" in err
 
 
+async def test_a_failed_create_says_what_reconciliation_knows_of_it(
+    dots_emulator: DotsEmulator,
+) -> None:
+    """A create answered 502, then not looked up (the list answered 502 too), may have
+    created the user: the CLI printed the 502 alone, and an operator who ran it again
+    could make a second user."""
+    dots_emulator.set_faults(FaultPlan(error_rate=1.0, error_status=502))
+    code, out, err = await run_cli(
+        dots_emulator, "users", "create", "--first-name", "Ada", "--last-name", "Lovelace",
+        "--email", "ada@example.com", "--country-code", "1", "--phone-number", "5555550100",
+        "--reconcile",
+    )
+    assert code == 1
+    assert out == ""
+    error, note = err.splitlines()
+    assert error.startswith("error: 502")
+    assert note.startswith("note: reconciliation could not look call ")
+    # Sent once (a 502 may have created it), then looked up: a request and its retries.
+    routes = {route.replace("/api", "", 1): n for route, n in dots_emulator.stats.by_route.items()}
+    assert routes == {"POST /v2/users": 1, "GET /v2/users": 4}
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
