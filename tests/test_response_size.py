@@ -454,3 +454,31 @@ def test_the_default_limit_is_32_mib() -> None:
 def test_the_limit_must_be_a_whole_number_of_bytes_above_zero(value: object) -> None:
     with pytest.raises(aiodots.ValidationError, match="max_response_size must be a whole"):
         aiodots.Client(CLIENT_ID, API_KEY, max_response_size=value)  # type: ignore[arg-type]
+
+
+async def test_answers_without_a_body_are_none_and_keep_their_connection() -> None:
+    """An answer with nothing to read (a 204, an empty 200) is taken from aiohttp's
+    buffer like any other: the call succeeds, and the pool's one connection serves the
+    next call."""
+    peers: list[Any] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        if len(peers) % 2:
+            return web.Response(status=204)
+        return web.Response(status=200, body=b"", content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/api/v2/users/{user_id}/send-verification-token", answer)
+    runner, port = await serve(app)
+    try:
+        async with client(f"http://127.0.0.1:{port}/api", max_connections=1) as dots:
+            async with asyncio.timeout(30):
+                for _ in range(4):
+                    await dots.users.send_verification_token("u-1")
+            assert (dots.stats.requests, dots.stats.failures) == (4, 0)
+    finally:
+        await runner.cleanup()
+    assert len(peers) == 4
+    assert len(set(peers)) == 1
