@@ -414,7 +414,7 @@ async def find_rows_created(
 
     Waits `settle` first: a killed run's last creates may still be in the server's hands.
     Closing the client ends that wait with `ClientClosedError`, as it ends the client's
-    other waits (`Transport.held`).
+    other waits (`Transport.held`), and the scan after it the same way.
     """
     try:
         await client._transport.held(lambda: asyncio.sleep(settings.settle))
@@ -433,6 +433,13 @@ async def find_rows_created(
             match=lambda call_id: call_id.startswith(prefix),
         )
     except DotsError as exc:
+        if isinstance(exc, ClientClosedError) or client.closed:
+            # The scan ended because the client closed (a list request cut off, or held
+            # by the limiter), not because the API could not answer it.
+            raise ClientClosedError(
+                "this aiodots Client was closed while the job looked up the rows an earlier"
+                " run may have created: nothing was sent"
+            ) from exc
         raise LookupFailed(
             f"could not look up the rows an earlier run may have created, so nothing was"
             f" sent: run again, or resume without reconciliation to send them regardless"

@@ -160,6 +160,35 @@ async def test_closing_the_client_ends_a_resume_waiting_to_look_up_at_once(
     assert records(output) == []
 
 
+async def test_closing_the_client_during_a_resume_s_look_up_is_a_closed_client(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    """Closed while the resume's scan waited for a page, the job ended as `LookupFailed`
+    ("could not look up ... run again"), as if the API had failed, not as the close the
+    caller made."""
+    source, _ = people(tmp_path, 3)
+    output = tmp_path / "out.jsonl"
+    output.write_text('{"job":{"id":"0123abcd","started":"2026-01-01T00:00:00+00:00"}}\n')
+    dots_emulator.set_faults(FaultPlan(latency=30.0))
+    dots = aiodots.Client(**dots_emulator.credentials, base_url=dots_emulator.base_url)
+    task = asyncio.create_task(run_job(
+        dots, read_rows(str(source)), output, total=3, reconcile=Reconcile(settle=0.0)
+    ))
+    try:
+        async with asyncio.timeout(5):
+            while dots_emulator.stats.in_flight < 1:  # noqa: ASYNC110 - the scan's request
+                await asyncio.sleep(0.01)
+        async with asyncio.timeout(5):  # not the 30 s the page takes
+            await dots.close()
+            with pytest.raises(aiodots.ClientClosedError, match="nothing was sent"):
+                await task
+    finally:
+        task.cancel()
+        await dots.close()
+    assert dots_emulator.stats.requests == 1  # the look-up's first page, and no create
+    assert records(output) == []
+
+
 async def test_no_reconcile_sends_plain_creates_and_writes_no_job_line(
     dots_emulator: DotsEmulator, tmp_path: Path
 ) -> None:
