@@ -416,16 +416,9 @@ async def find_rows_created(
     Closing the client ends that wait with `ClientClosedError`, as it ends the client's
     other waits (`Transport.held`), and the scan after it the same way.
     """
-    try:
-        await client._transport.held(lambda: asyncio.sleep(settings.settle))
-    except ClientClosedError:
-        # Said in the message, not a note: the command line prints only the message.
-        raise ClientClosedError(
-            "this aiodots Client was closed while the job waited to look up the rows an"
-            " earlier run may have created: nothing was sent"
-        ) from None
     prefix = f"{job.id}:"
     try:
+        await client._transport.held(lambda: asyncio.sleep(settings.settle))
         found, pages = await scan_newest_first(
             _flow_pages(client, settings.page_size),
             cutoff=job.first_started - timedelta(seconds=settings.clock_skew),
@@ -434,11 +427,11 @@ async def find_rows_created(
         )
     except DotsError as exc:
         if isinstance(exc, ClientClosedError) or client.closed:
-            # The scan ended because the client closed (a list request cut off, or held
-            # by the limiter), not because the API could not answer it.
+            # Ended by the close (the settle cut short, a list request cut off or held
+            # by the limiter), not because the API could not answer.
             raise ClientClosedError(
-                "this aiodots Client was closed while the job looked up the rows an earlier"
-                " run may have created: nothing was sent"
+                "this aiodots Client was closed while the job waited to look up, or looked"
+                " up, the rows an earlier run may have created: nothing was sent"
             ) from exc
         raise LookupFailed(
             f"could not look up the rows an earlier run may have created, so nothing was"
