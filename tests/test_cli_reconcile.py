@@ -10,7 +10,9 @@ import os
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,31 +133,51 @@ async def test_a_resume_whose_look_up_fails_sends_nothing(
     assert dots_emulator.stats.by_route["POST /api/v2/flows"] == 0
 
 
-async def test_closing_the_client_ends_a_resume_waiting_to_look_up_at_once(
-    dots_emulator: DotsEmulator, tmp_path: Path
-) -> None:
-    """A resume waits `settle` before it looks up the rows a killed run may have created;
-    `close()` left it waiting the whole settle, where every other wait of the client ends
-    at once with ClientClosedError."""
+def start_resume(
+    dots_emulator: DotsEmulator, tmp_path: Path, settle: float
+) -> tuple[aiodots.Client, asyncio.Task[Any], Path]:
+    """A job of 3 rows resumed (its output holds an earlier run's job line and no row),
+    running in a task on a client of its own; and that output."""
     source, _ = people(tmp_path, 3)
     output = tmp_path / "out.jsonl"
     output.write_text('{"job":{"id":"0123abcd","started":"2026-01-01T00:00:00+00:00"}}\n')
     dots = aiodots.Client(**dots_emulator.credentials, base_url=dots_emulator.base_url)
     task = asyncio.create_task(run_job(
-        dots, read_rows(str(source)), output, total=3, reconcile=Reconcile(settle=30.0)
+        dots, read_rows(str(source)), output, total=3, reconcile=Reconcile(settle=settle)
     ))
+    return dots, task, output
+
+
+async def close_ends_it_at_once(
+    dots: aiodots.Client, task: asyncio.Task[Any], when: Callable[[], bool], within: float
+) -> None:
+    """Once `when()` holds, `close()` ends the job with ClientClosedError within `within`
+    seconds."""
     try:
         async with asyncio.timeout(5):
-            # This run's job line is written just before the settle begins.
-            while output.read_text().count('"job"') < 2:  # noqa: ASYNC110 - polling a file
+            while not when():  # noqa: ASYNC110 - polling what the job has done
                 await asyncio.sleep(0.01)
-        async with asyncio.timeout(2):  # not the 30 s settle
+        async with asyncio.timeout(within):
             await dots.close()
             with pytest.raises(aiodots.ClientClosedError, match="nothing was sent"):
                 await task
     finally:
         task.cancel()
         await dots.close()
+
+
+async def test_closing_the_client_ends_a_resume_waiting_to_look_up_at_once(
+    dots_emulator: DotsEmulator, tmp_path: Path
+) -> None:
+    """A resume waits `settle` before it looks up the rows a killed run may have created;
+    `close()` left it waiting the whole settle, where every other wait of the client ends
+    at once with ClientClosedError."""
+    dots, task, output = start_resume(dots_emulator, tmp_path, settle=30.0)
+    await close_ends_it_at_once(
+        # This run's job line is written just before the settle begins.
+        dots, task, lambda: output.read_text().count('"job"') >= 2,
+        within=2,  # not the 30 s settle
+    )
     assert dots_emulator.stats.requests == 0  # no look-up, no create, after the close
     assert records(output) == []
 
@@ -166,25 +188,12 @@ async def test_closing_the_client_during_a_resume_s_look_up_is_a_closed_client(
     """Closed while the resume's scan waited for a page, the job ended as `LookupFailed`
     ("could not look up ... run again"), as if the API had failed, not as the close the
     caller made."""
-    source, _ = people(tmp_path, 3)
-    output = tmp_path / "out.jsonl"
-    output.write_text('{"job":{"id":"0123abcd","started":"2026-01-01T00:00:00+00:00"}}\n')
     dots_emulator.set_faults(FaultPlan(latency=30.0))
-    dots = aiodots.Client(**dots_emulator.credentials, base_url=dots_emulator.base_url)
-    task = asyncio.create_task(run_job(
-        dots, read_rows(str(source)), output, total=3, reconcile=Reconcile(settle=0.0)
-    ))
-    try:
-        async with asyncio.timeout(5):
-            while dots_emulator.stats.in_flight < 1:  # noqa: ASYNC110 - the scan's request
-                await asyncio.sleep(0.01)
-        async with asyncio.timeout(5):  # not the 30 s the page takes
-            await dots.close()
-            with pytest.raises(aiodots.ClientClosedError, match="nothing was sent"):
-                await task
-    finally:
-        task.cancel()
-        await dots.close()
+    dots, task, output = start_resume(dots_emulator, tmp_path, settle=0.0)
+    await close_ends_it_at_once(
+        dots, task, lambda: dots_emulator.stats.in_flight >= 1,  # the scan's request
+        within=5,  # not the 30 s the page takes
+    )
     assert dots_emulator.stats.requests == 1  # the look-up's first page, and no create
     assert records(output) == []
 

@@ -456,7 +456,7 @@ def test_the_limit_must_be_a_whole_number_of_bytes_above_zero(value: object) -> 
         aiodots.Client(CLIENT_ID, API_KEY, max_response_size=value)  # type: ignore[arg-type]
 
 
-async def test_answers_without_a_body_are_none_and_keep_their_connection() -> None:
+async def test_answers_without_a_body_succeed_and_keep_their_connection() -> None:
     """An answer with nothing to read (a 204, an empty 200) is taken from aiohttp's
     buffer like any other: the call succeeds, and the pool's one connection serves the
     next call."""
